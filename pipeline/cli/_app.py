@@ -1,0 +1,47 @@
+"""The root command and its error handling: one clear line, non-zero exit."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from pipeline.errors import PipelineError
+
+app = typer.Typer(
+    name="pipeline",
+    help="Closed-loop early-stopping control plane: stack, stream, optimizer, fleet.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _register() -> None:
+    # Commands live in small modules; importing them registers them on `app`.
+    from pipeline.cli import stack  # noqa: F401
+
+
+def main() -> None:
+    """Entry point of the `pipeline` console script."""
+    _register()
+    try:
+        app(standalone_mode=False)
+    except PipelineError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

@@ -1,0 +1,225 @@
+"""Settings: the one place the environment is read.
+
+Every variable starts with ``PIPELINE_``; nested sections use ``__``, e.g.
+``PIPELINE_KAFKA__BOOTSTRAP_SERVERS``. Defaults point at the embedded stack on
+loopback, so a fresh checkout runs with no configuration. The embedded stack
+takes its ports from the same URLs the clients use, so the two cannot disagree.
+Secrets are ``SecretStr`` and never appear in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+
+ENV_PREFIX = "PIPELINE_"
+ENV_NESTED_DELIMITER = "__"
+
+_Frozen = ConfigDict(frozen=True, extra="forbid")
+
+
+def is_loopback(host: str) -> bool:
+    """Return True when ``host`` names this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def split_host_port(address: str, default_port: int) -> tuple[str, int]:
+    """Split ``host:port`` (or ``[v6]:port``), falling back to ``default_port``."""
+    parts = urlsplit(f"//{address}")
+    return parts.hostname or "", parts.port or default_port
+
+
+class KafkaSettings(BaseModel):
+    """How every component reaches Kafka."""
+
+    model_config = _Frozen
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
+    client_id: str = Field(default="earlystop-pipeline", min_length=1)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers_have_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _ = split_host_port(server.strip(), 9092)
+            if not host:
+                msg = f"expected host:port[,host:port...], got {value!r}"
+                raise ValueError(msg)
+        return value
+
+    @property
+    def first_server(self) -> tuple[str, int]:
+        """Host and port of the first bootstrap server."""
+        return split_host_port(self.bootstrap_servers.split(",")[0].strip(), 9092)
+
+    def client_config(self) -> dict[str, str]:
+        """The librdkafka properties shared by producers, consumers and admin clients."""
+        conf = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location is not None:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        return conf
+
+
+class ClickHouseSettings(BaseModel):
+    """How every component reaches ClickHouse (a server, or the embedded warehouse)."""
+
+    model_config = _Frozen
+
+    url: str = "http://127.0.0.1:8123"
+    database: str = Field(default="earlystop", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    username: str = "default"
+    password: SecretStr = SecretStr("")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            msg = f"expected http(s)://host:port, got {value!r}"
+            raise ValueError(msg)
+        return value.rstrip("/")
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """Host and port of the URL."""
+        parts = urlsplit(self.url)
+        default = 8443 if parts.scheme == "https" else 8123
+        return parts.hostname or "", parts.port or default
+
+
+class MlflowSettings(BaseModel):
+    """How every component reaches the MLflow tracking server and registry."""
+
+    model_config = _Frozen
+
+    tracking_uri: str = "http://127.0.0.1:5000"
+    username: str | None = None
+    password: SecretStr | None = None
+    experiment: str = Field(default="earlystop-policies", min_length=1)
+
+    @property
+    def host_port(self) -> tuple[str, int] | None:
+        """Host and port when the URI is HTTP, else None (a file or database store)."""
+        parts = urlsplit(self.tracking_uri)
+        if parts.scheme not in {"http", "https"}:
+            return None
+        return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+
+class EmbeddedSettings(BaseModel):
+    """What only the embedded stack needs; its listening ports come from the client URLs."""
+
+    model_config = _Frozen
+
+    kafka_version: str = Field(default="4.1.1", pattern=r"^\d+\.\d+\.\d+$")
+    kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
+    kafka_heap: str = Field(default="768m", pattern=r"^\d+[mg]$")
+    start_timeout_s: float = Field(default=90.0, gt=0)
+
+
+def _default_infra_dir() -> Path:
+    # A source checkout (editable install, or the Docker image's /app) keeps
+    # infra/ beside the package; a wheel install must set PIPELINE_INFRA_DIR.
+    return Path(__file__).resolve().parent.parent / "infra"
+
+
+class Settings(BaseSettings):
+    """All settings. Build with :func:`load_settings` to get errors that name the variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        frozen=True,
+        extra="forbid",
+    )
+
+    state_dir: Path = Path(".state")
+    infra_dir: Path = Field(default_factory=_default_infra_dir)
+    kafka: KafkaSettings = KafkaSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    embedded: EmbeddedSettings = EmbeddedSettings()
+
+    @field_validator("state_dir", "infra_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Child processes may run elsewhere; a relative path would split the state.
+        return value.expanduser().resolve()
+
+    @property
+    def chdb_path(self) -> Path:
+        """Where the embedded warehouse keeps its ClickHouse data."""
+        return (self.state_dir / "clickhouse").resolve()
+
+    @property
+    def chdb_dsn(self) -> str:
+        """The clickhouse-connect DSN of the embedded engine (used by its owner only)."""
+        return f"chdb://{self.chdb_path}"
+
+    def topic(self, name: str) -> str:
+        """The physical name of a logical topic (the prefix isolates tests and tenants)."""
+        return f"{self.kafka.topic_prefix}{name}"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``PIPELINE_*`` variables, to hand to a child process."""
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, model: BaseModel) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            key = f"{prefix}{name.upper()}"
+            if isinstance(value, BaseModel):
+                walk(key + ENV_NESTED_DELIMITER, value)
+            elif isinstance(value, SecretStr):
+                env[key] = value.get_secret_value()
+            elif value is not None:
+                env[key] = str(value.resolve() if isinstance(value, Path) else value)
+
+    walk(ENV_PREFIX, settings)
+    return env
+
+
+def env_name(loc: tuple[int | str, ...]) -> str:
+    """The environment variable behind a validation error location."""
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(p).upper() for p in loc)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; raise :class:`ConfigError` naming the bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]  # overrides are validated here
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = env_name(first["loc"])
+        shown = first["input"]
+        got = "" if isinstance(shown, dict) or "PASSWORD" in name else f" (got {shown!r})"
+        raise ConfigError(f"invalid setting {name}: {first['msg']}{got}") from None

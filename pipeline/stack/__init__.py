@@ -1,0 +1,1 @@
+"""The embedded stack: real Kafka, ClickHouse (chdb) and MLflow on one machine."""

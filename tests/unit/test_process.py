@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import PortInUseError
+from pipeline.stack.process import ProcessTable, port_in_use, require_free_port
+
+
+def test_spawn_and_stop_a_process(tmp_path: Path) -> None:
+    table = ProcessTable(tmp_path / "run")
+    record = table.spawn(
+        "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"],
+        tmp_path / "sleeper.log", dict(os.environ),
+    )
+    assert table.alive("sleeper") == record
+    assert table.stop("sleeper", timeout_s=5)
+    assert table.alive("sleeper") is None
+    assert not (tmp_path / "run" / "sleeper.pid").exists()
+
+
+def test_stop_never_signals_a_process_it_did_not_start(tmp_path: Path) -> None:
+    foreign = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        run = tmp_path / "run"
+        run.mkdir()
+        # A stale pid file whose pid now belongs to someone else (other start time).
+        (run / "kafka.pid").write_text(
+            json.dumps({"pid": foreign.pid, "start_ticks": 1, "argv": ["java"], "log": "x"})
+        )
+        table = ProcessTable(run)
+        assert table.alive("kafka") is None
+        assert table.stop("kafka") is False
+        assert foreign.poll() is None, "a foreign process was signalled"
+    finally:
+        foreign.kill()
+        foreign.wait()
+
+
+def test_port_in_use_is_reported_with_the_setting() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert port_in_use("127.0.0.1", port)
+        with pytest.raises(PortInUseError, match="PIPELINE_X"):
+            require_free_port("svc", "127.0.0.1", port, "PIPELINE_X")
+    assert not port_in_use("127.0.0.1", port)
