@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv run test lint typecheck fmt down status clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[server,dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[server,dev]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -222,4 +222,5 @@ def load_settings(**overrides: object) -> Settings:
         name = env_name(first["loc"])
         shown = first["input"]
         got = "" if isinstance(shown, dict) or "PASSWORD" in name else f" (got {shown!r})"
-        raise ConfigError(f"invalid setting {name}: {first['msg']}{got}") from None
+        msg = f"invalid setting {name}: {first['msg']}{got}"
+        raise ConfigError(msg) from None

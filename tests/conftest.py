@@ -57,7 +57,9 @@ def isolated(stack: Settings) -> Settings:
     from pipeline.stack.topics import ensure_topics
 
     settings = stack.model_copy(
-        update={"kafka": stack.kafka.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:10]}."})}
+        update={
+            "kafka": stack.kafka.model_copy(update={"topic_prefix": f"t{uuid.uuid4().hex[:10]}."})
+        }
     )
     ensure_topics(settings)
     return settings

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import typer
 from rich.table import Table
 
@@ -30,10 +33,19 @@ def down() -> None:
 
 
 @app.command()
-def status() -> None:
+def status(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per service."),
+) -> None:
     """Show each service, up or down, with its URL. Exits 1 when one is down."""
     settings = load_settings()
-    if not _print_status(settings):
+    if as_json:
+        rows = manager.status(settings)
+        for row in rows:
+            typer.echo(json.dumps(dataclasses.asdict(row)))
+        all_up = all(row.up for row in rows)
+    else:
+        all_up = _print_status(settings)
+    if not all_up:
         raise typer.Exit(1)
 
 

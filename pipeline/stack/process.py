@@ -123,9 +123,7 @@ class ProcessTable:
             raise StackError(msg)
         record = PidRecord(name, proc.pid, ticks, tuple(argv), str(log))
         self._path(name).write_text(
-            json.dumps(
-                {"pid": proc.pid, "start_ticks": ticks, "argv": list(argv), "log": str(log)}
-            )
+            json.dumps({"pid": proc.pid, "start_ticks": ticks, "argv": list(argv), "log": str(log)})
         )
         return record
 

@@ -29,7 +29,9 @@ def test_environment_is_read_with_prefix_and_nesting(monkeypatch: pytest.MonkeyP
 
 def test_invalid_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_EMBEDDED__KAFKA_CONTROLLER_PORT", "99999")
-    with pytest.raises(ConfigError, match=r"^invalid setting PIPELINE_EMBEDDED__KAFKA_CONTROLLER_PORT"):
+    with pytest.raises(
+        ConfigError, match=r"^invalid setting PIPELINE_EMBEDDED__KAFKA_CONTROLLER_PORT"
+    ):
         load_settings()
 
 
@@ -70,8 +72,15 @@ def test_settings_env_round_trips(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 
 @pytest.mark.parametrize(
     ("host", "expected"),
-    [("127.0.0.1", True), ("127.8.9.1", True), ("::1", True), ("localhost", True),
-     ("0.0.0.0", False), ("10.0.0.1", False), ("kafka", False)],  # noqa: S104
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("0.0.0.0", False),  # noqa: S104  # the point: all interfaces is not loopback
+        ("10.0.0.1", False),
+        ("kafka", False),
+    ],
 )
 def test_is_loopback(host: str, expected: bool) -> None:
     assert is_loopback(host) is expected

@@ -16,8 +16,10 @@ from pipeline.stack.process import ProcessTable, port_in_use, require_free_port
 def test_spawn_and_stop_a_process(tmp_path: Path) -> None:
     table = ProcessTable(tmp_path / "run")
     record = table.spawn(
-        "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"],
-        tmp_path / "sleeper.log", dict(os.environ),
+        "sleeper",
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        tmp_path / "sleeper.log",
+        dict(os.environ),
     )
     assert table.alive("sleeper") == record
     assert table.stop("sleeper", timeout_s=5)

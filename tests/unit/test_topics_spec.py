@@ -21,9 +21,7 @@ def test_committed_spec_is_valid_and_control_topic_is_compacted() -> None:
 
 def test_co_partitioning_mismatch_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "topics.yaml"
-    path.write_text(
-        "co_partitioned: [a, b]\ntopics:\n  a: {partitions: 6}\n  b: {partitions: 3}\n"
-    )
+    path.write_text("co_partitioned: [a, b]\ntopics:\n  a: {partitions: 6}\n  b: {partitions: 3}\n")
     with pytest.raises(ConfigError, match="equal partition counts"):
         load_spec(path)
 

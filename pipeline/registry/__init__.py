@@ -1,0 +1,1 @@
+"""MLflow: policy runs, the model registry, review state."""

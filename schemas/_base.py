@@ -1,0 +1,50 @@
+"""Base classes: immutable, strict, JSON-first models.
+
+Validation is strict (no ``"1"`` for an int, no ``1`` for a bool), except
+where JSON itself has no type for the value: an ISO 8601 string is a
+datetime, an integer is a float, an array is a tuple. Bytes travel as
+base64 in JSON (URL-safe on output; both alphabets accepted on input).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Part(BaseModel):
+    """A nested piece of a message: immutable, strict, no unknown fields."""
+
+    # Literal here (not a shared constant) so the pydantic mypy plugin sees frozen=True.
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        ser_json_bytes="base64",
+        val_json_bytes="base64",
+        use_attribute_docstrings=True,
+        validate_default=True,
+    )
+
+
+class Message(Part):
+    """A top-level message carried on a topic.
+
+    Raises:
+        pydantic.ValidationError: from the constructor and from
+            :meth:`from_bytes` when the data breaks the contract.
+    """
+
+    schema_version: Literal[1] = 1
+    """Version of this contract; consumers refuse versions they do not know."""
+
+    def to_bytes(self) -> bytes:
+        """Serialise to compact UTF-8 JSON, the wire format of every topic."""
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Self:
+        """Parse and validate wire bytes produced by :meth:`to_bytes` or any JSON producer."""
+        return cls.model_validate_json(data)
