@@ -221,6 +221,7 @@ def load_settings(**overrides: object) -> Settings:
         first = exc.errors()[0]
         name = env_name(first["loc"])
         shown = first["input"]
-        got = "" if isinstance(shown, dict) or "PASSWORD" in name else f" (got {shown!r})"
+        secret = any(word in name for word in ("PASSWORD", "SECRET", "KEY", "TOKEN"))
+        got = "" if isinstance(shown, dict) or secret else f" (got {shown!r})"
         msg = f"invalid setting {name}: {first['msg']}{got}"
         raise ConfigError(msg) from None
