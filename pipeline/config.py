@@ -70,9 +70,9 @@ class KafkaSettings(BaseModel):
         """Host and port of the first bootstrap server."""
         return split_host_port(self.bootstrap_servers.split(",")[0].strip(), 9092)
 
-    def client_config(self) -> dict[str, str]:
+    def client_config(self) -> dict[str, str | int | float | bool]:
         """The librdkafka properties shared by producers, consumers and admin clients."""
-        conf = {
+        conf: dict[str, str | int | float | bool] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
             "client.id": self.client_id,

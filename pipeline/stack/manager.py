@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from pipeline.config import Settings, is_loopback, settings_env
 from pipeline.errors import ConfigError, StackError
 from pipeline.stack import kafka
+from pipeline.stack.mlflow_store import ensure_database
 from pipeline.stack.process import PidRecord, ProcessTable, require_free_port, tail
 from pipeline.stack.topics import ensure_topics
 
@@ -45,6 +46,8 @@ class Service:
     ports: tuple[tuple[str, int, str], ...]  # host, port, the setting that picks it
     argv: Callable[[], list[str]]
     ready: Callable[[], bool]
+    prepare: Callable[[], object] | None = None  # runs before the first spawn
+    env: tuple[tuple[str, str], ...] = ()  # extra environment for this service
 
 
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:
@@ -107,6 +110,11 @@ def services(settings: Settings) -> list[Service]:
                 "--workers", "1",
             ],
             ready=lambda: http_ok(f"{settings.mlflow.tracking_uri}/health"),
+            prepare=lambda: ensure_database(mlflow_dir / "mlflow.db", mlflow_dir / "artifacts"),
+            # The server's job runner forks eight ~240 MB huey workers for GenAI
+            # features the policy registry never uses; on a 2-core machine that
+            # costs seconds of start-up and gigabytes of memory.
+            env=(("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),),
         ),
     ]  # fmt: skip
 
@@ -134,9 +142,11 @@ def up(settings: Settings, on_event: Callable[[str], None] = lambda _: None) -> 
                 continue
             for host, port, setting in svc.ports:
                 require_free_port(svc.name, host, port, setting)
-            (settings.state_dir / "mlflow").mkdir(parents=True, exist_ok=True)
+            if svc.prepare is not None:
+                svc.prepare()
             log = settings.state_dir / "logs" / f"{svc.name}.log"
-            record = table.spawn(svc.name, svc.argv(), log, _child_env(settings))
+            env = {**_child_env(settings), **dict(svc.env)}
+            record = table.spawn(svc.name, svc.argv(), log, env)
             started.append((svc, record))
             on_event(f"started {svc.name} (pid {record.pid}), waiting for it to answer")
         deadline = time.monotonic() + settings.embedded.start_timeout_s

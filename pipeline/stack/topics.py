@@ -71,7 +71,7 @@ def ensure_topics(
     spec is reported as an error, since changing it would break co-partitioning.
     """
     from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # re-exported at runtime, not in the stubs
 
     spec = spec or load_spec(spec_path(settings))
     admin = AdminClient(settings.kafka.client_config())
@@ -102,6 +102,8 @@ def ensure_topics(
                 config=dict(topic.config),
             )
         )
+    if not wanted:
+        return result
     for physical, future in admin.create_topics(wanted, request_timeout=timeout_s).items():
         try:
             future.result()

@@ -1,0 +1,119 @@
+"""The warehouse process: own the chdb path, migrate, serve HTTP until told to stop.
+
+Start order makes failure cheap and readiness honest: take the path lock
+(a second owner fails at once, naming the first), bind the port (taken port
+fails before the engine opens), open the engine, apply migrations, and only
+then listen, so ``/ping`` answering means the schema is in place. SIGTERM or
+SIGINT stops accepting, lets running statements finish, closes the engine
+(which flushes its data) and releases the lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from pipeline.config import Settings, load_settings
+from pipeline.errors import PipelineError, PortInUseError, StackError
+from pipeline.warehouse.engine import Engine
+from pipeline.warehouse.migrations import apply_migrations
+from pipeline.warehouse.ownership import PathLock
+from pipeline.warehouse.server import WarehouseHTTPServer
+
+log = logging.getLogger("pipeline.warehouse")
+
+
+def migrations_dir(settings: Settings) -> Path:
+    """Where the DDL migrations live."""
+    return settings.infra_dir / "clickhouse" / "migrations"
+
+
+def _migrate(settings: Settings) -> list[str]:
+    import clickhouse_connect
+
+    # clickhouse-connect's chdb client opens its own connection to the engine
+    # this process already owns, so the runner is the same one a server uses.
+    client = clickhouse_connect.get_client(dsn=settings.chdb_dsn)
+    try:
+        return apply_migrations(client, settings.clickhouse.database, migrations_dir(settings))
+    finally:
+        client.close()
+
+
+def _bind(settings: Settings, engine: Engine) -> WarehouseHTTPServer:
+    host, port = settings.clickhouse.host_port
+    password = settings.clickhouse.password.get_secret_value()
+    try:
+        return WarehouseHTTPServer(host, port, engine, settings.clickhouse.username, password)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        msg = (
+            f"the warehouse cannot listen on {host}:{port}: the port is already in use "
+            f"(stop that process, or choose another port with PIPELINE_CLICKHOUSE__URL)"
+        )
+        raise PortInUseError(msg) from None
+
+
+def serve(settings: Settings, stop: threading.Event) -> None:
+    """Run the warehouse until ``stop`` is set."""
+    with PathLock(settings.chdb_path):
+        engine = Engine(settings.chdb_path)
+        server = _bind(settings, engine)
+        try:
+            engine.open()
+            applied = _migrate(settings)
+            log.info("migrations applied: %s", ", ".join(applied) or "none pending")
+            if not settings.clickhouse.password.get_secret_value():
+                log.warning(
+                    "PIPELINE_CLICKHOUSE__PASSWORD is empty: any local process that sends user "
+                    "%r may write",
+                    settings.clickhouse.username,
+                )
+            server.activate()
+            thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+            thread.start()
+            log.info(
+                "warehouse ready at %s (chdb engine at %s, database %s)",
+                settings.clickhouse.url,
+                settings.chdb_path,
+                settings.clickhouse.database,
+            )
+            while not stop.wait(0.5):
+                if not thread.is_alive():
+                    msg = "the warehouse's HTTP server stopped unexpectedly; see the log above"
+                    raise StackError(msg)
+            log.info("stopping: no new connections, finishing running statements")
+            server.shutdown()
+            thread.join()
+        finally:
+            server.server_close()
+            engine.close()
+    log.info("warehouse stopped")
+
+
+def main() -> int:
+    """Entry point of ``python -m pipeline.warehouse``; returns the exit code."""
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )  # fmt: skip
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        serve(load_settings(), stop)
+    except PipelineError as exc:
+        print(f"warehouse: {exc}", file=sys.stderr)
+        return 1
+    return 0

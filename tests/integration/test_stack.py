@@ -1,0 +1,105 @@
+"""The embedded stack itself: status, idempotent topics, clean failure, clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Settings, settings_env
+from pipeline.errors import PortInUseError
+from pipeline.stack import manager
+from pipeline.stack.topics import ensure_topics, load_spec, spec_path
+from tests.conftest import stack_settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_status_reports_every_service_up_with_its_url(stack: Settings) -> None:
+    rows = {row.name: row for row in manager.status(stack)}
+    assert set(rows) == {"kafka", "clickhouse", "mlflow"}
+    for row in rows.values():
+        assert row.up, row
+        assert row.pid is not None
+    assert rows["mlflow"].url == stack.mlflow.tracking_uri
+    assert rows["clickhouse"].url.startswith(stack.clickhouse.url)
+
+
+def test_up_again_starts_nothing_new(stack: Settings) -> None:
+    before = {row.name: row.pid for row in manager.status(stack)}
+    report = manager.up(stack)
+    assert all("already running" in report[name] for name in before)
+    assert {row.name: row.pid for row in manager.status(stack)} == before
+
+
+def test_topics_are_created_idempotently_with_their_config(isolated: Settings) -> None:
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    again = ensure_topics(isolated)
+    spec = load_spec(spec_path(isolated))
+    assert again == {isolated.topic(name): "exists" for name in spec.topics}
+    admin = AdminClient(isolated.kafka.client_config())
+    control = isolated.topic("policy-control")
+    metadata = admin.list_topics(control, timeout=10)
+    assert len(metadata.topics[control].partitions) == 1
+    resource = ConfigResource(ConfigResource.Type.TOPIC, control)
+    config = admin.describe_configs([resource])[resource].result()
+    assert config["cleanup.policy"].value == "compact"
+    events = isolated.topic("inference-events")
+    assert len(admin.list_topics(events, timeout=10).topics[events].partitions) == 6
+
+
+def test_port_taken_gives_clear_error_and_leaves_nothing_running(tmp_path: Path) -> None:
+    settings = stack_settings(tmp_path)
+    host, port = settings.mlflow.host_port or ("", 0)
+    with socket.socket() as squatter:
+        squatter.bind((host, port))
+        squatter.listen()
+        with pytest.raises(PortInUseError, match="PIPELINE_MLFLOW__TRACKING_URI"):
+            manager.up(settings)
+    # Kafka and the warehouse were started before the clash: both must be gone.
+    from pipeline.stack.process import ProcessTable
+
+    table = ProcessTable(settings.state_dir / "run")
+    assert all(table.alive(name) is None for name in ("kafka", "clickhouse", "mlflow"))
+    assert not any(row.up for row in manager.status(settings))
+
+
+def test_cli_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
+    settings = stack_settings(tmp_path)
+    env = {**os.environ, **settings_env(settings)}
+    cli = [sys.executable, "-m", "pipeline.cli"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*cli, *args], env=env, capture_output=True, text=True, timeout=240)
+
+    started = run("up")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        status = run("status", "--json")
+        assert status.returncode == 0, status.stdout + status.stderr
+        rows = [json.loads(line) for line in status.stdout.splitlines()]
+        assert {r["name"] for r in rows if r["up"]} == {"kafka", "clickhouse", "mlflow"}
+        pids = [r["pid"] for r in rows]
+        assert all(pids)
+    finally:
+        stopped = run("down")
+    assert stopped.returncode == 0, stopped.stderr
+    for pid in pids:
+        assert not _alive(pid), f"pid {pid} still running after `pipeline down`"
+    after = run("status", "--json")
+    assert after.returncode == 1
+    assert not any(json.loads(line)["up"] for line in after.stdout.splitlines())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
