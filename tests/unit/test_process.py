@@ -54,3 +54,27 @@ def test_port_in_use_is_reported_with_the_setting() -> None:
         with pytest.raises(PortInUseError, match="PIPELINE_X"):
             require_free_port("svc", "127.0.0.1", port, "PIPELINE_X")
     assert not port_in_use("127.0.0.1", port)
+
+
+def test_missing_java_or_maven_is_one_line_naming_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.errors import PrerequisiteError
+    from pipeline.stack.kafka import require_tool
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(PrerequisiteError) as info:
+        require_tool("mvn", "Apache Maven (e.g. `apt-get install maven`)")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "`mvn` not found on PATH: install Apache Maven" in message
+
+
+def test_embedded_broker_refuses_a_remote_bootstrap_server() -> None:
+    from pipeline.config import load_settings
+    from pipeline.errors import ConfigError
+    from pipeline.stack.kafka import listen_address
+
+    settings = load_settings(kafka={"bootstrap_servers": "kafka.example.net:9092"})
+    with pytest.raises(ConfigError, match="PIPELINE_KAFKA__BOOTSTRAP_SERVERS"):
+        listen_address(settings)
