@@ -130,7 +130,7 @@ def register_version(settings: Settings, event: InferenceEvent) -> tuple[str, st
 
     client = connect(settings.mlflow)
     experiment_id = ensure_experiment(client, f"{settings.mlflow.experiment}-smoke")
-    run = client.create_run(experiment_id, run_name=f"smoke-{event.request_id}")
+    run = client.create_run(experiment_id, run_name=event.request_id)
     run_id = run.info.run_id
     client.log_param(run_id, "threshold", event.threshold)
     client.log_metric(run_id, "tokens_generated", event.tokens_generated)
