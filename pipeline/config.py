@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import ConfigError
+from pipeline.node.config import NodeSettings
 
 ENV_PREFIX = "PIPELINE_"
 ENV_NESTED_DELIMITER = "__"
@@ -167,6 +168,7 @@ class Settings(BaseSettings):
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     mlflow: MlflowSettings = MlflowSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
+    node: NodeSettings = NodeSettings()
 
     @field_validator("state_dir", "infra_dir")
     @classmethod

@@ -1,0 +1,195 @@
+"""Micro-benchmarks of the node SDK's hot paths.
+
+    .venv/bin/python bench/bench_node.py                   # emitter at an unreachable broker
+    .venv/bin/python bench/bench_node.py --broker embedded # starts the embedded stack
+    .venv/bin/python bench/bench_node.py --broker 127.0.0.1:9092
+
+Decision costs are timed in batches (one perf_counter_ns pair per 1,000
+calls, loop overhead included for every row alike) and the median batch is
+reported per call, next to two baselines measured in the same run: a bare
+dict subscript and a one-line function that does the subscript (the floor of
+any Python call). Emit costs are timed per call (timer overhead subtracted),
+since one emit is microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.config import KafkaSettings, load_settings
+from pipeline.node import Controller, Emitter, EmitterSettings, compile_snapshot
+from schemas import PolicyBody, SegmentPolicy
+from schemas.examples import inference_event
+
+BATCH = 1000
+BATCHES = 400
+
+
+def per_call_ns(run_batch: Callable[[], None]) -> float:
+    """Median cost per call of ``run_batch`` (which makes BATCH calls)."""
+    for _ in range(20):
+        run_batch()  # warm up
+    samples = []
+    for _ in range(BATCHES):
+        start = time.perf_counter_ns()
+        run_batch()
+        samples.append((time.perf_counter_ns() - start) / BATCH)
+    return statistics.median(samples)
+
+
+def controller() -> Controller:
+    plain = SegmentPolicy(thresholds={"normal": 0.9, "peak": 0.8}, min_tokens=8, token_budget=512)
+    stepped = SegmentPolicy(
+        thresholds={"normal": 0.85},
+        min_tokens=4,
+        token_budget=256,
+        schedule=((64, 0.8), (128, 0.75)),
+    )
+    body = PolicyBody(
+        segments={"global": plain, "qa": stepped, "acme/qa/short": stepped},
+        exploration_share=0.0,
+    )
+    return Controller(compile_snapshot(body, policy_name="bench", version=1, source="broker"))
+
+
+def decision_rows() -> list[tuple[str, float]]:
+    ctl = controller()
+    plain = ctl.begin("req-1", "acme/chat/short")  # resolves to global: no schedule
+    stepped = ctl.begin("req-1", "acme/qa/short")  # a two-step schedule
+    table = {"acme/qa/short": stepped}
+    key = "acme/qa/short"
+    should_stop = ctl.should_stop
+    ctl.should_stop(key, 100, 0.5)  # memoise the key
+
+    def lookup(k: str) -> object:
+        return table[k]
+
+    def bare() -> None:
+        for _ in range(BATCH):
+            table[key]
+
+    def call() -> None:
+        for _ in range(BATCH):
+            lookup(key)
+
+    def with_plan() -> None:
+        for _ in range(BATCH):
+            should_stop(plain, 100, 0.5)
+
+    def with_schedule() -> None:
+        for _ in range(BATCH):
+            should_stop(stepped, 100, 0.5)
+
+    def with_key() -> None:
+        for _ in range(BATCH):
+            should_stop(key, 100, 0.5)
+
+    def begin() -> None:
+        for i in range(BATCH):
+            ctl.begin("req-%d" % i, key)  # noqa: UP031  # cheapest formatting, like a real id
+
+    return [
+        ("dict lookup d[k] (baseline)", per_call_ns(bare)),
+        ("f(k) doing d[k] (call baseline)", per_call_ns(call)),
+        ("should_stop(plan, t, c)", per_call_ns(with_plan)),
+        ("should_stop(plan, t, c), 2-step schedule", per_call_ns(with_schedule)),
+        ("should_stop('tenant/task/bucket', t, c)", per_call_ns(with_key)),
+        ("begin(request_id, key) (once per request)", per_call_ns(begin)),
+    ]
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def broker(choice: str) -> Iterator[tuple[KafkaSettings, str]]:
+    if choice == "unreachable":
+        address = f"127.0.0.1:{closed_port()}"
+        yield KafkaSettings(bootstrap_servers=address), f"unreachable {address}"
+        return
+    if choice != "embedded":
+        yield KafkaSettings(bootstrap_servers=choice), f"broker at {choice}"
+        return
+    from pipeline.stack import manager
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(
+            state_dir=Path(tmp),
+            kafka={"bootstrap_servers": f"127.0.0.1:{closed_port()}", "topic_prefix": "bench."},
+            clickhouse={"url": f"http://127.0.0.1:{closed_port()}"},
+            mlflow={"tracking_uri": f"http://127.0.0.1:{closed_port()}"},
+            embedded={"kafka_controller_port": closed_port(), "kafka_heap": "512m"},
+        )
+        manager.up(settings)
+        try:
+            yield settings.kafka, f"embedded broker {settings.kafka.bootstrap_servers}"
+        finally:
+            manager.down(settings)
+
+
+def emit_rows(kafka: KafkaSettings, n: int) -> list[tuple[str, float, float]]:
+    event = inference_event()
+    payload = event.to_bytes()
+    timer = statistics.median(
+        [-(time.perf_counter_ns() - time.perf_counter_ns()) for _ in range(10_000)]
+    )
+    rows = []
+    settings = EmitterSettings(max_buffered_messages=4 * n, max_buffered_kbytes=1_048_576)
+    with Emitter(kafka, settings.model_copy(update={"close_timeout_s": 30.0})) as emitter:
+        for label, call in (
+            ("emit(event) (serialises)", lambda: emitter.emit(event)),
+            ("emit_bytes(request_id, payload)", lambda: emitter.emit_bytes("req-1", payload)),
+            ("event.to_bytes() alone", event.to_bytes),
+        ):
+            for _ in range(1000):
+                call()  # warm up
+            samples = []
+            for _ in range(n):
+                start = time.perf_counter_ns()
+                call()
+                samples.append(time.perf_counter_ns() - start - timer)
+            samples.sort()
+            rows.append((label, statistics.median(samples), samples[int(len(samples) * 0.99)]))
+    stats = emitter.stats()
+    rows.append((f"(emitter after close: {stats})", 0.0, 0.0))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--broker", default="unreachable", help="unreachable|embedded|host:port")
+    parser.add_argument("--emits", type=int, default=20_000)
+    args = parser.parse_args()
+    # The unreachable broker makes the SDK warn (once a minute); keep the table readable.
+    logging.basicConfig(level=logging.ERROR)
+
+    rows = decision_rows()
+    base, call_base = rows[0][1], rows[1][1]
+    print(f"{'decision path':46} {'median ns':>10} {'x d[k]':>8} {'x f(k)':>8}")
+    for label, ns in rows:
+        print(f"{label:46} {ns:10.1f} {ns / base:8.2f} {ns / call_base:8.2f}")
+
+    with broker(args.broker) as (kafka, where):
+        rows3 = emit_rows(kafka, args.emits)
+    print(f"\nemit, producer pointed at {where}")
+    print(f"{'emit path':46} {'median us':>10} {'p99 us':>8}")
+    for label, median, p99 in rows3:
+        if median:
+            print(f"{label:46} {median / 1000:10.2f} {p99 / 1000:8.2f}")
+        else:
+            print(label)
+
+
+if __name__ == "__main__":
+    main()

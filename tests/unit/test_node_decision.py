@@ -1,0 +1,98 @@
+"""The hot path agrees with the contract's own reading of a policy."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.node import Controller, compile_snapshot, decide
+from pipeline.node.decision import (
+    BELOW_THRESHOLD,
+    BUDGET,
+    CONFIDENT,
+    EXPLORATION,
+    LOAD_MODES,
+    MIN_TOKENS,
+    Decision,
+)
+from pipeline.node.snapshot import compile_segment
+from schemas import LoadMode, PolicyBody, SegmentPolicy
+
+unit = st.floats(0.0, 1.0)
+
+
+@st.composite
+def segment_policies(draw: st.DrawFn) -> SegmentPolicy:
+    budget = draw(st.integers(1, 5000))
+    modes: list[LoadMode] = draw(st.lists(st.sampled_from(["offpeak", "peak"]), unique=True))
+    thresholds: dict[LoadMode, float] = {"normal": draw(unit), **{m: draw(unit) for m in modes}}
+    starts = sorted(draw(st.lists(st.integers(0, 6000), unique=True, max_size=5)))
+    return SegmentPolicy(
+        thresholds=thresholds,
+        min_tokens=draw(st.integers(0, budget)),
+        token_budget=budget,
+        schedule=tuple((s, draw(unit)) for s in starts),
+    )
+
+
+def reference(policy: SegmentPolicy, mode: LoadMode, tokens: int, confidence: float) -> Decision:
+    """The decision spelled out from the schema's SegmentPolicy.threshold_at."""
+    threshold = policy.threshold_at(tokens, mode)
+    if threshold is None:
+        return MIN_TOKENS
+    if confidence >= threshold:
+        return CONFIDENT
+    if tokens >= policy.token_budget:
+        return BUDGET
+    return BELOW_THRESHOLD
+
+
+@given(segment_policies(), st.sampled_from(LOAD_MODES), st.integers(0, 7000), unit)
+def test_compiled_rule_decides_like_the_contract(
+    policy: SegmentPolicy, mode: LoadMode, tokens: int, confidence: float
+) -> None:
+    rules = compile_segment("global", policy)
+    rule = rules.modes[LOAD_MODES.index(mode)]
+    assert decide(rule, tokens, confidence) == reference(policy, mode, tokens, confidence)
+    assert rule.threshold_at(tokens) == policy.threshold_at(tokens, mode)
+
+
+@given(segment_policies(), st.integers(0, 7000), unit, st.text(min_size=1, max_size=20))
+def test_controller_inlined_path_equals_decide(
+    policy: SegmentPolicy, tokens: int, confidence: float, request_id: str
+) -> None:
+    body = PolicyBody(segments={"global": policy}, exploration_share=0.5)
+    controller = Controller(compile_snapshot(body, policy_name="p", version=1, source="broker"))
+    plan = controller.begin(request_id, "t/qa/short")
+    expected = decide(plan.rule, tokens, confidence)
+    assert controller.should_stop(plan, tokens, confidence) is expected
+    assert plan.should_stop(tokens, confidence) is expected
+    if not plan.exploration:
+        assert controller.should_stop("t/qa/short", tokens, confidence) is expected
+
+
+@given(segment_policies(), st.integers(0, 7000), unit)
+def test_exploration_runs_to_the_budget(policy: SegmentPolicy, tokens: int, conf: float) -> None:
+    explore = compile_segment("global", policy).explore
+    expected = BUDGET if tokens >= policy.token_budget else EXPLORATION
+    assert decide(explore, tokens, conf) is expected
+    assert explore.threshold_at(tokens) is None
+
+
+def test_each_reason_on_a_concrete_policy() -> None:
+    policy = SegmentPolicy(thresholds={"normal": 0.8}, min_tokens=4, token_budget=10)
+    rule = compile_segment("global", policy).modes[1]
+    assert decide(rule, 3, 1.0) is MIN_TOKENS
+    assert decide(rule, 4, 0.79) is BELOW_THRESHOLD
+    assert decide(rule, 4, 0.8) is CONFIDENT
+    assert decide(rule, 10, 0.1) is BUDGET
+    assert decide(rule, 10, 0.9) is CONFIDENT  # sure at the last token: not a cut-off
+    assert decide(rule, 5, math.nan) is BELOW_THRESHOLD
+
+
+def test_decision_is_truthy_exactly_when_it_stops() -> None:
+    assert CONFIDENT and BUDGET
+    assert not (BELOW_THRESHOLD or MIN_TOKENS or EXPLORATION)
+    assert {CONFIDENT.reason, BUDGET.reason} == {"confident", "budget"}
