@@ -68,9 +68,10 @@ class _Stopping:
     def _step(self, generated: int, ids: Any, scores: Any) -> bool:
         self.tokens = generated
         plan = self.plan
-        checkpoint = generated >= plan.min_tokens and (
-            (generated - plan.min_tokens) % self._check_every == 0
-        )
+        # Checkpoints sit at multiples of check_every, like the checkpoints of
+        # exploration trajectories, so a live node stops where the optimizer's
+        # replay of those trajectories says it would.
+        checkpoint = generated >= plan.min_tokens and generated % self._check_every == 0
         if not checkpoint:
             if generated >= plan.token_budget:
                 decision = BUDGET
