@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.errors import ConfigError
 from pipeline.node.config import NodeSettings
+from pipeline.stream.config import StreamSettings
 
 ENV_PREFIX = "PIPELINE_"
 ENV_NESTED_DELIMITER = "__"
@@ -169,6 +170,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = MlflowSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()
     node: NodeSettings = NodeSettings()
+    stream: StreamSettings = StreamSettings()
 
     @field_validator("state_dir", "infra_dir")
     @classmethod

@@ -24,7 +24,7 @@ err_console = Console(stderr=True)
 
 def _register() -> None:
     # Commands live in small modules; importing them registers them on `app`.
-    from pipeline.cli import sim, smoke, stack, warehouse  # noqa: F401
+    from pipeline.cli import sim, smoke, stack, stream, warehouse  # noqa: F401
 
 
 def main() -> None:
