@@ -6,6 +6,7 @@ edit here and one migration, and inserts never depend on column order.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from schemas.deadletter import DeadLetter
@@ -47,8 +48,55 @@ OUTCOME_COLUMNS: tuple[str, ...] = (
     "tokens_prompt", "tokens_generated", "tokens_budget", "stop_reason", "confidence",
     "latency_ms", "node_load", "answer", "labeled", "em", "em_full", "checkpoints",
     "feedback_count", "negative_feedback", "joined_at", "src_topic", "src_partition", "src_offset",
+    "prev",
 )  # fmt: skip
 """The columns of ``outcomes`` a writer sets."""
+
+Contribution = tuple[int, datetime, str, str, str, str, int, str, int, int, int, int, int, int]
+"""What one outcome version adds to ``outcome_rollup_1m``, in the order of the
+``outcomes.prev`` tuple: version, minute, tenant, task, length_bucket,
+policy_name, policy_version, arm, labeled, em, tokens_generated,
+tokens_budget, feedback_count, negative_feedback."""
+
+NO_PREVIOUS: Contribution = (
+    0,
+    datetime(1970, 1, 1, tzinfo=UTC),
+    "",
+    "",
+    "",
+    "",
+    0,
+    "",
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+)
+"""``prev`` of a request's first row: version 0 means nothing to subtract."""
+
+CONTRIBUTION_SQL = (
+    "(version, toDateTime(toStartOfMinute(ts), 'UTC'), toString(tenant), toString(task), "
+    "toString(length_bucket), toString(policy_name), policy_version, toString(arm), "
+    "toUInt8(labeled), toUInt8(ifNull(em, false)), tokens_generated, tokens_budget, "
+    "feedback_count, negative_feedback)"
+)
+"""The same tuple computed from a stored ``outcomes`` row."""
+
+
+def contribution(outcome: Outcome) -> Contribution:
+    """The rollup contribution of one outcome version (see :data:`Contribution`)."""
+    event = outcome.event
+    seg = event.segment
+    minute = event.ts.astimezone(UTC).replace(second=0, microsecond=0)
+    return (
+        outcome.version, minute, seg.tenant, seg.task, seg.length_bucket, event.policy_name,
+        event.policy_version, event.arm, int(outcome.labeled), int(bool(outcome.em)),
+        event.tokens_generated, event.tokens_budget, outcome.feedback_count,
+        outcome.negative_feedback,
+    )  # fmt: skip
+
 
 TRAJECTORY_COLUMNS: tuple[str, ...] = (
     "request_id", "version", "idx", "ts", "model", "tenant", "task", "length_bucket",
@@ -73,8 +121,14 @@ DEAD_LETTER_RAW_HEAD = 4096
 """Bytes of a dead letter's record kept in the warehouse; the topic keeps all of it."""
 
 
-def outcome_row(outcome: Outcome, topic: str, partition: int, offset: int) -> list[Any]:
-    """The values of one ``outcomes`` row, in :data:`OUTCOME_COLUMNS` order."""
+def outcome_row(
+    outcome: Outcome, topic: str, partition: int, offset: int, prev: Contribution = NO_PREVIOUS
+) -> list[Any]:
+    """The values of one ``outcomes`` row, in :data:`OUTCOME_COLUMNS` order.
+
+    ``prev`` is the contribution of the version this row replaces, which the
+    rollup view subtracts.
+    """
     event = outcome.event
     seg = event.segment
     points = len(event.trajectory) if event.trajectory else 0
@@ -85,7 +139,7 @@ def outcome_row(outcome: Outcome, topic: str, partition: int, offset: int) -> li
         event.tokens_generated, event.tokens_budget, event.stop_reason, event.confidence,
         event.latency_ms, event.node_load, event.answer, outcome.labeled, outcome.em,
         outcome.em_full, points, outcome.feedback_count, outcome.negative_feedback,
-        outcome.joined_at, topic, partition, offset,
+        outcome.joined_at, topic, partition, offset, prev,
     ]  # fmt: skip
 
 
