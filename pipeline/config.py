@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.control.config import ControlSettings
 from pipeline.errors import ConfigError
 from pipeline.node.config import NodeSettings
 from pipeline.stream.config import StreamSettings
@@ -171,6 +172,7 @@ class Settings(BaseSettings):
     embedded: EmbeddedSettings = EmbeddedSettings()
     node: NodeSettings = NodeSettings()
     stream: StreamSettings = StreamSettings()
+    control: ControlSettings = ControlSettings()
 
     @field_validator("state_dir", "infra_dir")
     @classmethod

@@ -24,7 +24,7 @@ err_console = Console(stderr=True)
 
 def _register() -> None:
     # Commands live in small modules; importing them registers them on `app`.
-    from pipeline.cli import sim, smoke, stack, stream, warehouse  # noqa: F401
+    from pipeline.cli import policy, sim, smoke, stack, stream, warehouse  # noqa: F401
 
 
 def main() -> None:
@@ -48,10 +48,11 @@ def main() -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+    except Exception as exc:
+        # Usage errors: typer bundles its own click, so match the exception by
+        # its interface rather than by click.ClickException.
+        show, exit_code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
         raise

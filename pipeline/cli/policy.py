@@ -1,0 +1,267 @@
+"""`pipeline policy list|show|diff|approve|reject|rollback|publish`: review and publishing.
+
+Versions are MLflow model versions of the policy family's registered model;
+a VERSION argument is a number or an alias (``production``, ``candidate``).
+Every review action is recorded as tags on the version and as an event on
+the audit topic; the audit topic is checked before anything changes.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from pipeline.cli._app import app, console
+from pipeline.config import Settings, load_settings
+from pipeline.control.config import ControlSettings
+from pipeline.errors import ConfigError
+
+policy_app = typer.Typer(
+    help="Policy versions in the MLflow registry: review, roll back, publish.",
+    no_args_is_help=True,
+)
+app.add_typer(policy_app, name="policy")
+
+POLICY = typer.Option("default", "--policy", "-p", help="Policy name (the control topic key).")
+MODEL = typer.Option(None, "--model", help="Registered model name (default: from settings).")
+BY = typer.Option(..., "--by", help="Who acts (recorded on the version and the audit topic).")
+REASON = typer.Option(..., "--reason", help="Why (recorded on the version and the audit topic).")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_SHOWN_TAGS = ("who", "when", "why", "proposal_reason", "published_at", "rollback_of", "restores")
+
+
+def _target(policy: str, model: str | None) -> tuple[Settings, ControlSettings, str]:
+    settings = load_settings()
+    control = settings.control
+    name = model or control.model_name(policy)
+    if not _MODEL_NAME.match(name):
+        msg = f"invalid registered model name {name!r}"
+        raise ConfigError(msg)
+    return settings, control, name
+
+
+def _client(settings: Settings) -> Any:
+    from pipeline.registry.client import connect
+
+    return connect(settings.mlflow)
+
+
+def _audit(settings: Settings, control: ControlSettings) -> Any:
+    from pipeline.control.audit import KafkaAuditLog
+
+    audit = KafkaAuditLog(settings.kafka, control.audit_topic)
+    audit.check()
+    return audit
+
+
+@policy_app.command("list")
+def list_versions(policy: str = POLICY, model: str | None = MODEL) -> None:
+    """List versions, newest first, with review state, aliases and who moved them."""
+    from pipeline.registry.versions import list_versions as versions
+    from pipeline.registry.versions import mlflow_errors
+
+    settings, _, name = _target(policy, model)
+    with mlflow_errors(f"listing {name}"):
+        records = versions(_client(settings), name)
+    table = Table(title=f"{name} ({len(records)} versions)")
+    for col in ("version", "state", "status", "aliases", "created", *_SHOWN_TAGS[:3]):
+        table.add_column(col)
+    table.add_column("published")
+    for r in records:
+        created = r.created_at.isoformat(timespec="seconds") if r.created_at else "-"
+        who = [r.tags.get(k, "-") for k in _SHOWN_TAGS[:3]]
+        table.add_row(
+            str(r.version),
+            r.review_state or "-",
+            r.status,
+            ",".join(r.aliases) or "-",
+            created,
+            *who,
+            r.tags.get("published_at", "-"),
+        )
+    console.print(table)
+
+
+@policy_app.command("show")
+def show(
+    version: str = typer.Argument(..., help="Version number or alias."),
+    policy: str = POLICY,
+    model: str | None = MODEL,
+) -> None:
+    """Show one version: review tags, params, metrics and the per-segment policy."""
+    from pipeline.registry.report import segment_rows, tag_rows, value_rows
+    from pipeline.registry.versions import get_version, load_policy, mlflow_errors, resolve
+
+    settings, _, name = _target(policy, model)
+    with mlflow_errors(f"reading {name} {version}"):
+        client = _client(settings)
+        record = get_version(client, name, resolve(client, name, version))
+        body = load_policy(client, record)
+        data = client.get_run(record.run_id).data if record.run_id else None
+    console.print(
+        f"[bold]{name} v{record.version}[/]: {record.review_state or 'untagged'}, "
+        f"{record.status}, aliases {', '.join(record.aliases) or '-'}, run {record.run_id or '-'}"
+    )
+    metrics = dict(data.metrics) if data is not None else {}
+    console.print(_table("review tags", ["tag", "value"], tag_rows(record.tags)))
+    if data is not None:
+        console.print(_table("params", ["param", "value"], value_rows(dict(data.params))))
+        rows = value_rows(metrics, skip_segments=True)
+        console.print(_table("metrics", ["metric", "value"], rows))
+    columns, segments = segment_rows(body, metrics)
+    console.print(_table(f"segments ({len(segments)})", columns, segments))
+
+
+def _table(title: str, columns: list[str], rows: Sequence[Sequence[str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+@policy_app.command("diff")
+def diff(
+    a: str = typer.Argument(..., help="Earlier version (number or alias)."),
+    b: str = typer.Argument(..., help="Later version (number or alias)."),
+    everything: bool = typer.Option(False, "--all", help="Also show equal fields."),
+    policy: str = POLICY,
+    model: str | None = MODEL,
+) -> None:
+    """Per-segment thresholds and limits that differ between two versions."""
+    from pipeline.registry.compare import diff_policies
+    from pipeline.registry.versions import get_version, load_policy, mlflow_errors, resolve
+
+    settings, _, name = _target(policy, model)
+    with mlflow_errors(f"comparing {name} {a} and {b}"):
+        client = _client(settings)
+        va, vb = resolve(client, name, a), resolve(client, name, b)
+        body_a = load_policy(client, get_version(client, name, va))
+        body_b = load_policy(client, get_version(client, name, vb))
+    changes = diff_policies(body_a, body_b, everything=everything)
+    table = Table(title=f"{name}: v{va} -> v{vb}")
+    for col in ("segment", "field", f"v{va}", f"v{vb}", "change"):
+        table.add_column(col)
+    for c in changes:
+        delta = "" if c.delta is None else f"{c.delta:+g}"
+        table.add_row(c.segment, c.field, c.before, c.after, delta)
+    console.print(table if changes else f"v{va} and v{vb} have the same policy")
+
+
+@policy_app.command("approve")
+def approve(
+    version: str = typer.Argument(..., help="Version number or alias (e.g. candidate)."),
+    by: str = BY,
+    reason: str = REASON,
+    policy: str = POLICY,
+    model: str | None = MODEL,
+) -> None:
+    """Approve a pending version: `production` moves to it; the publisher sends it."""
+    from pipeline.registry.actions import approve as do_approve
+    from pipeline.registry.versions import mlflow_errors, resolve
+
+    settings, control, name = _target(policy, model)
+    audit = _audit(settings, control)
+    with mlflow_errors(f"approving {name} {version}"):
+        client = _client(settings)
+        number = resolve(client, name, version)
+        do_approve(client, name, number, by=by, reason=reason, audit=audit)
+    console.print(f"approved {name} v{number}: production -> v{number}")
+
+
+@policy_app.command("reject")
+def reject(
+    version: str = typer.Argument(..., help="Version number or alias (e.g. candidate)."),
+    by: str = BY,
+    reason: str = REASON,
+    policy: str = POLICY,
+    model: str | None = MODEL,
+) -> None:
+    """Reject a version that is not in production; it loses the `candidate` alias."""
+    from pipeline.registry.actions import reject as do_reject
+    from pipeline.registry.versions import mlflow_errors, resolve
+
+    settings, control, name = _target(policy, model)
+    audit = _audit(settings, control)
+    with mlflow_errors(f"rejecting {name} {version}"):
+        client = _client(settings)
+        number = resolve(client, name, version)
+        do_reject(client, name, number, by=by, reason=reason, audit=audit)
+    console.print(f"rejected {name} v{number}")
+
+
+@policy_app.command("rollback")
+def rollback(
+    by: str = BY,
+    reason: str = REASON,
+    to: int | None = typer.Option(None, "--to", help="Version to restore (default: previous)."),
+    policy: str = POLICY,
+    model: str | None = MODEL,
+) -> None:
+    """Roll production back: a NEW version restoring an earlier policy becomes production."""
+    from pipeline.registry.actions import rollback as do_rollback
+    from pipeline.registry.versions import mlflow_errors
+
+    settings, control, name = _target(policy, model)
+    audit = _audit(settings, control)
+    with mlflow_errors(f"rolling back {name}"):
+        done = do_rollback(
+            _client(settings),
+            name,
+            experiment=settings.mlflow.experiment,
+            by=by,
+            reason=reason,
+            to=to,
+            audit=audit,
+        )
+    tags = done.version.tags
+    console.print(
+        f"rolled back {name} v{tags.get('rollback_of')}: new v{done.version.version} restores "
+        f"the policy of v{tags.get('restores')} and is production"
+    )
+
+
+@policy_app.command("publish")
+def publish(
+    once: bool = typer.Option(False, "--once", help="One pass, then exit (1 on error/refusal)."),
+) -> None:
+    """Publish each move of `production` to the control topic (until SIGTERM, or --once)."""
+    from pipeline.control.audit import KafkaAuditLog
+    from pipeline.control.publisher import Outcome, Publisher
+
+    settings = load_settings()
+    control = settings.control
+    audit = KafkaAuditLog(settings.kafka, control.audit_topic)
+    publisher = Publisher(settings.kafka, settings.mlflow, control, audit=audit)
+
+    shown: dict[str, Outcome] = {}
+
+    def report(outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            if once or shown.get(o.policy_name) != o:  # a long run prints changes only
+                shown[o.policy_name] = o
+                version = f" v{o.version}" if o.version is not None else ""
+                console.print(f"{o.policy_name}{version}: {o.status}: {o.detail}", highlight=False)
+
+    try:
+        if once:
+            outcomes = publisher.run_once()
+            report(outcomes)
+            if any(o.status in {"error", "refused"} for o in outcomes):
+                raise typer.Exit(1)
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        console.print(f"publishing {', '.join(control.policy_names())}; SIGTERM stops it")
+        publisher.run(stop, report)
+    finally:
+        publisher.close()
+        audit.close()

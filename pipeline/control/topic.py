@@ -1,0 +1,114 @@
+"""The control topic as the publisher sees it: what is on it, and adding to it.
+
+The topic is the record of what was published: the publisher reads it to
+its end offsets (as a node does at start) to learn the newest version of
+each policy, so a restart never republishes a version nor an older one.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from pydantic import ValidationError
+
+from pipeline.config import KafkaSettings
+from pipeline.control.errors import PublishError
+from pipeline.node.control_log import ControlLog
+from pipeline.node.errors import ControlUnavailableError
+from pipeline.node.kafkalog import KafkaLogBridge
+from schemas import ThresholdUpdate
+
+log = logging.getLogger(__name__)
+
+
+def published_versions(kafka: KafkaSettings, topic: str, timeout_s: float) -> dict[str, int]:
+    """Newest version per policy name on the control topic (read to its end offsets).
+
+    Every message that parses as a ThresholdUpdate counts, whatever its
+    signature: a node may have applied it, so a lower version would be refused.
+
+    Raises:
+        PublishError: if the topic cannot be read to its end within ``timeout_s``.
+    """
+    reader = ControlLog(kafka, f"{kafka.topic_prefix}{topic}", "policy-publisher")
+    try:
+        records = reader.read_to_end(time.monotonic() + timeout_s, threading.Event())
+    except ControlUnavailableError as exc:
+        raise PublishError(str(exc)) from None
+    finally:
+        reader.close()
+    newest: dict[str, int] = {}
+    for record in records:
+        try:
+            update = ThresholdUpdate.from_bytes(record.value)
+        except ValidationError:
+            log.warning("control topic offset %d is not a ThresholdUpdate; ignored", record.offset)
+            continue
+        newest[update.policy_name] = max(newest.get(update.policy_name, 0), update.version)
+    return newest
+
+
+class ControlProducer:
+    """Produces updates keyed by policy name with acks=all and idempotence, one at a time.
+
+    Each send waits for the broker's answer. librdkafka gives up on a message
+    after ``timeout_s`` (``delivery.timeout.ms``), and the flush waits longer
+    than that, so when :meth:`send` returns or raises the message's fate is
+    settled, except that a timed-out message may still have been written:
+    the caller must re-read the topic before trying again.
+    """
+
+    def __init__(self, kafka: KafkaSettings, topic: str, timeout_s: float) -> None:
+        from confluent_kafka import Producer
+
+        self.topic = f"{kafka.topic_prefix}{topic}"
+        self._timeout = timeout_s
+        self._producer = Producer(
+            {
+                **kafka.client_config(),
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 0,
+                "delivery.timeout.ms": int(timeout_s * 1000),
+                "logger": KafkaLogBridge(),
+                "error_cb": lambda err: log.debug("control producer: %s", err),
+            }
+        )
+
+    def send(self, update: ThresholdUpdate) -> int:
+        """Produce ``update`` and wait until it is stored; return its offset.
+
+        Raises:
+            PublishError: if it was not stored (it may still have been written).
+        """
+        errors: list[Any] = []
+        offsets: list[int] = []
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(err)
+            else:
+                offsets.append(int(msg.offset()))
+
+        try:
+            self._producer.produce(
+                self.topic, update.to_bytes(), update.policy_name, on_delivery=delivered
+            )
+        except (BufferError, ValueError) as exc:
+            msg = f"v{update.version} not queued for {self.topic}: {exc}"
+            raise PublishError(msg) from None
+        if self._producer.flush(self._timeout + 10.0):
+            # Not expected (delivery.timeout.ms is shorter); never let it go out later.
+            self._producer.purge()
+        if errors or not offsets:
+            why = errors[0] if errors else "no delivery report"
+            msg = f"v{update.version} not confirmed by {self.topic}: {why}"
+            raise PublishError(msg)
+        return offsets[0]
+
+    def close(self) -> None:
+        """Flush and drop the producer."""
+        self._producer.flush(self._timeout)

@@ -1,0 +1,285 @@
+"""Exploration samples, and what every threshold of a grid would have done to them.
+
+An exploration request ran to its natural end and recorded, at each
+checkpoint, the tokens so far, the confidence and whether the trial answer
+was right. Under threshold θ a node stops at the first checkpoint with
+``tokens >= min_tokens`` and ``confidence >= θ`` (the rule of
+:func:`pipeline.node.decision.decide`); a checkpoint at the end of the
+generation is the end, not an early stop, so its answer is the full one.
+The loss of a request is 1 when the full answer is right and the early one
+wrong: an upper bound on its contribution to the EM drop (early answers that
+fix a wrong full answer are counted apart, as ``gains``, and never offset it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.optimizer.errors import OptimizerError
+from schemas import Outcome
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class Trajectory:
+    """One exploration request.
+
+    Attributes:
+        tokens: Tokens at each checkpoint, strictly increasing.
+        confidence: Confidence at each checkpoint, in [0, 1].
+        correct: Whether the trial answer at each checkpoint was right.
+        full_correct: Whether the answer of the full generation was right.
+        full_tokens: Tokens of the full generation (at least the last checkpoint's).
+    """
+
+    tokens: tuple[int, ...]
+    confidence: tuple[float, ...]
+    correct: tuple[bool, ...]
+    full_correct: bool
+    full_tokens: int
+
+
+def trajectory_from_outcome(outcome: Outcome) -> Trajectory | None:
+    """The trajectory of a labeled exploration outcome; None for any other outcome."""
+    event = outcome.event
+    if not event.exploration or event.trajectory is None:
+        return None
+    if outcome.em is None or outcome.checkpoint_em is None:
+        return None
+    return Trajectory(
+        tokens=tuple(point.tokens for point in event.trajectory),
+        confidence=tuple(point.confidence for point in event.trajectory),
+        correct=outcome.checkpoint_em,
+        # An exploration request ran to its end, so its final answer is the full one.
+        full_correct=outcome.em,
+        full_tokens=event.tokens_generated,
+    )
+
+
+def _frozen(array: npt.NDArray[np.generic]) -> None:
+    array.flags.writeable = False
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Batch:
+    """Trajectories of one segment as padded arrays (row = request, column = checkpoint).
+
+    Columns at or beyond ``length[row]`` are padding and never read. Build
+    from objects with :meth:`from_trajectories`; generators may fill the
+    arrays directly, which is how tests draw thousands of samples quickly.
+
+    Raises:
+        OptimizerError: if shapes disagree, a confidence leaves [0, 1], token
+            counts do not strictly increase or pass ``full_tokens``.
+    """
+
+    tokens: IntArray
+    confidence: FloatArray
+    correct: BoolArray
+    length: IntArray
+    full_tokens: IntArray
+    full_correct: BoolArray
+
+    def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem:
+            msg = f"invalid exploration batch: {problem}"
+            raise OptimizerError(msg)
+        for array in (
+            self.tokens,
+            self.confidence,
+            self.correct,
+            self.length,
+            self.full_tokens,
+            self.full_correct,
+        ):
+            _frozen(array)
+
+    def _problem(self) -> str | None:
+        n, k = self.tokens.shape if self.tokens.ndim == 2 else (-1, -1)
+        if n < 0 or self.confidence.shape != (n, k) or self.correct.shape != (n, k):
+            return "tokens, confidence and correct must be 2-D arrays of one shape"
+        if any(a.shape != (n,) for a in (self.length, self.full_tokens, self.full_correct)):
+            return "length, full_tokens and full_correct need one entry per row"
+        if n and (self.length.min() < 0 or self.length.max() > k):
+            return "length must lie between 0 and the number of columns"
+        valid = self.valid
+        conf = self.confidence[valid]
+        if not np.all((conf >= 0.0) & (conf <= 1.0)):
+            return "confidence must be finite and within [0, 1]"
+        steps = np.diff(self.tokens, axis=1) > 0
+        if not np.all(steps | ~valid[:, 1:]):
+            return "checkpoint token counts must strictly increase"
+        if np.any(valid & (self.tokens > self.full_tokens[:, None])):
+            return "a checkpoint lies beyond full_tokens"
+        if n and self.full_tokens.min() < 0:
+            return "full_tokens must be non-negative"
+        return None
+
+    @property
+    def valid(self) -> BoolArray:
+        """Mask of the real (not padding) checkpoints."""
+        columns = np.arange(self.tokens.shape[1])
+        mask: BoolArray = columns[None, :] < self.length[:, None]
+        return mask
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @classmethod
+    def from_trajectories(cls, trajectories: Iterable[Trajectory]) -> Batch:
+        """Pack trajectories into arrays.
+
+        Raises:
+            OptimizerError: if a trajectory's sequences differ in length.
+        """
+        rows = list(trajectories)
+        k = max((len(t.tokens) for t in rows), default=0)
+        n = len(rows)
+        tokens = np.zeros((n, k), dtype=np.int64)
+        confidence = np.zeros((n, k), dtype=np.float64)
+        correct = np.zeros((n, k), dtype=np.bool_)
+        length = np.zeros(n, dtype=np.int64)
+        for i, row in enumerate(rows):
+            m = len(row.tokens)
+            if len(row.confidence) != m or len(row.correct) != m:
+                msg = f"trajectory {i}: tokens, confidence and correct differ in length"
+                raise OptimizerError(msg)
+            tokens[i, :m] = row.tokens
+            confidence[i, :m] = row.confidence
+            correct[i, :m] = row.correct
+            length[i] = m
+        return cls(
+            tokens=tokens,
+            confidence=confidence,
+            correct=correct,
+            length=length,
+            full_tokens=np.array([t.full_tokens for t in rows], dtype=np.int64),
+            full_correct=np.array([t.full_correct for t in rows], dtype=np.bool_),
+        )
+
+
+def check_grid(grid: Sequence[float]) -> tuple[float, ...]:
+    """Return ``grid`` as a tuple after checking it is non-empty, increasing and within [0, 1].
+
+    Raises:
+        OptimizerError: if it is not.
+    """
+    values = tuple(float(g) for g in grid)
+    if not values or any(not 0.0 <= g <= 1.0 for g in values):
+        msg = "the threshold grid must be non-empty and within [0, 1]"
+        raise OptimizerError(msg)
+    if any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        msg = "the threshold grid must be strictly increasing"
+        raise OptimizerError(msg)
+    return values
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Curve:
+    """Counts per grid threshold on one population; curves of disjoint populations add up.
+
+    Attributes:
+        grid: Thresholds, increasing.
+        n: Requests.
+        losses: Per threshold, requests whose full answer was right and early answer wrong.
+        gains: Per threshold, requests whose full answer was wrong and early answer right.
+        tokens_used: Per threshold, tokens generated in total.
+        full_tokens: Tokens of the full generations in total.
+        budget_tokens: Sum of the token budgets.
+        full_correct: Requests whose full answer was right.
+    """
+
+    grid: tuple[float, ...]
+    n: int
+    losses: IntArray
+    gains: IntArray
+    tokens_used: IntArray
+    full_tokens: int
+    budget_tokens: int
+    full_correct: int
+
+    def __post_init__(self) -> None:
+        for array in (self.losses, self.gains, self.tokens_used):
+            _frozen(array)
+
+    @classmethod
+    def empty(cls, grid: Sequence[float]) -> Curve:
+        """The curve of no requests (the neutral element of ``+``)."""
+        values = check_grid(grid)
+        zeros = np.zeros(len(values), dtype=np.int64)
+        return cls(values, 0, zeros, zeros, zeros, 0, 0, 0)
+
+    def __add__(self, other: Curve) -> Curve:
+        if self.grid != other.grid:
+            msg = "curves on different grids cannot be pooled"
+            raise OptimizerError(msg)
+        return Curve(
+            grid=self.grid,
+            n=self.n + other.n,
+            losses=self.losses + other.losses,
+            gains=self.gains + other.gains,
+            tokens_used=self.tokens_used + other.tokens_used,
+            full_tokens=self.full_tokens + other.full_tokens,
+            budget_tokens=self.budget_tokens + other.budget_tokens,
+            full_correct=self.full_correct + other.full_correct,
+        )
+
+    def em_drop(self) -> FloatArray:
+        """Empirical loss (EM-drop bound) per threshold; zeros when empty."""
+        return self.losses / max(self.n, 1)
+
+    def token_saving(self) -> FloatArray:
+        """Share of the full generations' tokens saved, per threshold."""
+        return 1.0 - self.tokens_used / max(self.full_tokens, 1)
+
+    def budget_saving(self) -> FloatArray:
+        """Tokens saved as a share of the token budget, per threshold."""
+        return (self.full_tokens - self.tokens_used) / max(self.budget_tokens, 1)
+
+
+def evaluate(batch: Batch, grid: Sequence[float], min_tokens: int, token_budget: int) -> Curve:
+    """What each threshold of ``grid`` does to ``batch`` under ``min_tokens``.
+
+    Args:
+        batch: The segment's exploration samples.
+        grid: Thresholds, increasing, within [0, 1].
+        min_tokens: No early stop before this many tokens.
+        token_budget: The segment's budget (only scales :meth:`Curve.budget_saving`).
+    """
+    values = check_grid(grid)
+    n = len(batch)
+    if n == 0:
+        return Curve.empty(values)
+    # Only checkpoints strictly before the end can cut a generation short.
+    eligible = (
+        batch.valid & (batch.tokens >= min_tokens) & (batch.tokens < batch.full_tokens[:, None])
+    )
+    rows = np.arange(n)
+    full_right = batch.full_correct
+    losses, gains, used = [], [], []
+    for theta in values:
+        hit = eligible & (batch.confidence >= theta)
+        stops = hit.any(axis=1)
+        first = hit.argmax(axis=1)
+        early_right = np.where(stops, batch.correct[rows, first], full_right)
+        losses.append(int(np.count_nonzero(full_right & ~early_right)))
+        gains.append(int(np.count_nonzero(~full_right & early_right)))
+        used.append(int(np.where(stops, batch.tokens[rows, first], batch.full_tokens).sum()))
+    return Curve(
+        grid=values,
+        n=n,
+        losses=np.array(losses, dtype=np.int64),
+        gains=np.array(gains, dtype=np.int64),
+        tokens_used=np.array(used, dtype=np.int64),
+        full_tokens=int(batch.full_tokens.sum()),
+        budget_tokens=n * token_budget,
+        full_correct=int(np.count_nonzero(full_right)),
+    )

@@ -1,0 +1,150 @@
+"""Learn-then-Test: the most aggressive threshold whose risk is certified.
+
+For each grid threshold θ the null hypothesis is H0(θ): E[loss(θ)] > ε. A
+valid p-value for it comes from the loss count (exact binomial, or
+Hoeffding-Bentkus). Fixed-sequence testing walks the grid from the safest
+threshold (1.0) toward the most aggressive, rejecting while p <= δ, and stops
+at the first threshold it cannot reject. This controls the family-wise error
+at δ without any correction for the number of thresholds: a true null can be
+rejected only if the first true null in the order is, which happens with
+probability at most δ. So with probability at least 1 - δ *every* rejected
+threshold has risk <= ε, which is what lets the step limit pick any of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import stats  # type: ignore[import-untyped]  # no stubs in the dev extra yet
+
+from pipeline.optimizer.curve import Curve, FloatArray, IntArray
+
+PValueMethod = Literal["binomial", "hoeffding_bentkus"]
+
+
+def binomial_p_value(losses: IntArray, n: int, epsilon: float) -> FloatArray:
+    """P(Binomial(n, ε) <= losses): exact p-values for "risk > ε" (1 where n is 0).
+
+    Valid because the binomial CDF at ``losses`` falls as the true risk rises,
+    so under any risk >= ε it is at most its value at ε.
+    """
+    if n == 0:
+        return np.ones(losses.shape, dtype=np.float64)
+    p: FloatArray = stats.binom.cdf(losses, n, epsilon)
+    return p
+
+
+def _bernoulli_kl(a: FloatArray, b: float) -> FloatArray:
+    # KL(Bern(a) || Bern(b)) with 0 log 0 = 0; only called with a <= b < 1.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        left = np.where(a > 0, a * np.log(a / b), 0.0)
+        right = np.where(a < 1, (1 - a) * np.log((1 - a) / (1 - b)), 0.0)
+    kl: FloatArray = left + right
+    return kl
+
+
+def hoeffding_bentkus_p_value(losses: IntArray, n: int, epsilon: float) -> FloatArray:
+    """Hoeffding-Bentkus p-values for "risk > ε" (Bates et al., 2021), valid for losses in [0, 1].
+
+    Looser than :func:`binomial_p_value` for 0/1 losses; offered because it
+    stays valid if the loss ever becomes fractional (e.g. partial credit).
+    """
+    if n == 0:
+        return np.ones(losses.shape, dtype=np.float64)
+    risk = losses / n
+    hoeffding = np.exp(-n * _bernoulli_kl(np.minimum(risk, epsilon), epsilon))
+    bentkus = math.e * stats.binom.cdf(np.ceil(n * risk), n, epsilon)
+    p: FloatArray = np.minimum(np.minimum(hoeffding, bentkus), 1.0)
+    return p
+
+
+def p_values(curve: Curve, epsilon: float, method: PValueMethod = "binomial") -> FloatArray:
+    """P-values of H0(θ): risk > ε for every threshold of the curve's grid."""
+    if method == "binomial":
+        return binomial_p_value(curve.losses, curve.n, epsilon)
+    return hoeffding_bentkus_p_value(curve.losses, curve.n, epsilon)
+
+
+def clopper_pearson_upper(losses: int, n: int, alpha: float) -> float:
+    """One-sided (1 - α) Clopper-Pearson upper bound on a risk from ``losses`` of ``n``.
+
+    Dual to :func:`binomial_p_value`: the bound is <= ε exactly when the
+    binomial test rejects "risk > ε" at level α.
+    """
+    if n == 0 or losses >= n:
+        return 1.0
+    return float(stats.beta.ppf(1.0 - alpha, losses + 1, n - losses))
+
+
+def min_certifiable_samples(epsilon: float, delta: float) -> int:
+    """Fewest samples with which zero losses certify risk <= ε at level δ (binomial test)."""
+    return math.ceil(math.log(delta) / math.log1p(-epsilon))
+
+
+@dataclass(frozen=True, slots=True)
+class LttResult:
+    """The outcome of one fixed-sequence test.
+
+    Attributes:
+        index: Grid index of the most aggressive rejected threshold; None when
+            even the safest was not rejected (nothing certified).
+        tested: Thresholds tested, safest first, ending with the first one not
+            rejected (when there was one).
+        p_values: P-value of each tested threshold.
+        delta: The level the test ran at.
+    """
+
+    index: int | None
+    tested: tuple[float, ...]
+    p_values: tuple[float, ...]
+    delta: float
+
+    def certified(self, index: int) -> bool:
+        """Whether grid ``index`` is among the rejected (certified) thresholds."""
+        return self.index is not None and index >= self.index
+
+
+def learn_then_test(
+    curve: Curve, epsilon: float, delta: float, method: PValueMethod = "binomial"
+) -> LttResult:
+    """Fixed-sequence test over the curve's grid, from 1.0 toward its lowest threshold.
+
+    Args:
+        curve: Loss counts per threshold on the population.
+        epsilon: Tolerated risk (EM drop).
+        delta: Level of this test (already split across tests by the caller).
+        method: P-value family.
+    """
+    pvals = p_values(curve, epsilon, method)
+    index: int | None = None
+    tested: list[float] = []
+    shown: list[float] = []
+    for j in range(len(curve.grid) - 1, -1, -1):
+        tested.append(curve.grid[j])
+        shown.append(float(pvals[j]))
+        if pvals[j] > delta:
+            break
+        index = j
+    return LttResult(index=index, tested=tuple(tested), p_values=tuple(shown), delta=delta)
+
+
+def empirical_oracle(curve: Curve, epsilon: float) -> int | None:
+    """Grid index the same walk reaches on the point estimates: loss <= ε, no test.
+
+    Walks from the safest threshold down while the empirical loss stays within
+    ε (as :func:`pipeline.sim.oracle_threshold` does on the true curve), so it
+    is the best the optimizer could do with infinitely many samples of this
+    population. None when even the safest threshold exceeds ε or there is no data.
+    """
+    if curve.n == 0:
+        return None
+    drop = curve.em_drop()
+    index: int | None = None
+    for j in range(len(curve.grid) - 1, -1, -1):
+        if drop[j] > epsilon:
+            break
+        index = j
+    return index

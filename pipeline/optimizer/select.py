@@ -1,0 +1,246 @@
+"""One optimizer cycle: per policy key and load mode, a certified threshold and its record.
+
+Steps, each a choice that keeps the guarantee:
+
+1. Evaluate every ``tenant/task/length`` sample on the spec's grid, with that
+   key's own ``min_tokens``; pool curves by task and globally (curves add).
+2. Each key is tested on the most specific population, among itself, its
+   task and ``global``, with at least ``min_samples`` samples. A key without
+   enough samples of its own is tested on pooled data, with its own epsilon:
+   its threshold is then certified for the pooled population only.
+3. Per load mode, the distinct (population, epsilon) tests are counted and
+   delta is split across them (Bonferroni) as the spec says.
+4. The step limit picks the most aggressive threshold that is both certified
+   (fixed-sequence testing certifies every rejected threshold at once, see
+   :mod:`pipeline.optimizer.ltt`) and within ``max_step`` of the current one.
+   Safer moves are never limited. Nothing certified means 1.0, never stopping early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from pydantic import ValidationError
+
+from pipeline.optimizer.curve import Batch, Curve, evaluate
+from pipeline.optimizer.errors import OptimizerError
+from pipeline.optimizer.ltt import (
+    LttResult,
+    clopper_pearson_upper,
+    empirical_oracle,
+    learn_then_test,
+)
+from pipeline.optimizer.pareto import ParetoPoint, pareto_points
+from pipeline.optimizer.proposal import Guarantee, Proposal, SegmentDecision
+from pipeline.optimizer.spec import PolicySpec, key_ancestors
+from schemas import GLOBAL_SEGMENT, LoadMode, PolicyBody, Segment, SegmentPolicy
+
+MODES: tuple[LoadMode, ...] = ("offpeak", "normal", "peak")
+_TOLERANCE = 1e-9
+"""Float slack when comparing thresholds: 0.95 - 0.05 must reach the grid point 0.90."""
+
+
+def _leaf_segment(key: str) -> Segment:
+    parts = key.split("/")
+    try:
+        if len(parts) != 3:
+            raise ValueError(key)
+        return Segment.model_validate(
+            {"tenant": parts[0], "task": parts[1], "length_bucket": parts[2]}
+        )
+    except (ValueError, ValidationError):
+        msg = f"samples must be keyed by 'tenant/task/length_bucket', got {key!r}"
+        raise OptimizerError(msg) from None
+
+
+def current_threshold(body: PolicyBody, key: str, mode: LoadMode) -> float:
+    """The threshold ``body`` applies to requests of ``key`` in ``mode`` (parents fill in)."""
+    for candidate in key_ancestors(key):
+        policy = body.segments.get(candidate)
+        if policy is not None:
+            return policy.thresholds.get(mode, policy.thresholds["normal"])
+    return body.segments[GLOBAL_SEGMENT].thresholds["normal"]  # unreachable: global required
+
+
+def limit_step(grid: tuple[float, ...], proposed: int, current: float, max_step: float) -> int:
+    """Grid index to deploy: ``proposed``, or the nearest safer one within ``max_step``.
+
+    Every grid index at or above ``proposed`` must be certified (fixed-sequence
+    testing guarantees it), so the result is too. ``grid[-1]`` is 1.0, which
+    is never more aggressive than ``current``, so a result always exists.
+    """
+    if grid[proposed] >= current - _TOLERANCE:
+        return proposed
+    floor = current - max_step - _TOLERANCE
+    for j in range(proposed, len(grid)):
+        if grid[j] >= floor:
+            return j
+    return len(grid) - 1
+
+
+def _populations(
+    spec: PolicySpec, samples: Mapping[str, Batch | Curve], grid: tuple[float, ...]
+) -> dict[str, Curve]:
+    curves: dict[str, Curve] = {}
+    pooled: dict[str, Curve] = {GLOBAL_SEGMENT: Curve.empty(grid)}
+    for key, data in samples.items():
+        segment = _leaf_segment(key)
+        if isinstance(data, Curve):
+            if data.grid != grid:
+                msg = f"the curve of {key!r} is not on the spec's grid"
+                raise OptimizerError(msg)
+            curve = data
+        else:
+            settings = spec.settings_for(key)
+            curve = evaluate(data, grid, settings.min_tokens, settings.token_budget)
+        curves[key] = curve
+        pooled[segment.task] = pooled.get(segment.task, Curve.empty(grid)) + curve
+        pooled[GLOBAL_SEGMENT] = pooled[GLOBAL_SEGMENT] + curve
+    return curves | pooled
+
+
+def _policy_keys(spec: PolicySpec, leaves: Iterable[str], current: PolicyBody) -> list[str]:
+    levels = spec.segments.levels
+    known = set(leaves) | set(current.segments)
+    found = {key for key in known if key.count("/") == 2}
+    tasks = {key.split("/")[1] for key in found} | {
+        key for key in known if "/" not in key and key != GLOBAL_SEGMENT
+    }
+    keys = (sorted(found) if "segment" in levels else []) + (
+        sorted(tasks) if "task" in levels else []
+    )
+    return [*keys, GLOBAL_SEGMENT]
+
+
+def _population(key: str, curves: Mapping[str, Curve], min_samples: int) -> str | None:
+    for candidate in key_ancestors(key):
+        curve = curves.get(candidate)
+        if curve is not None and curve.n >= min_samples:
+            return candidate
+    return None
+
+
+def _deltas(spec: PolicySpec, tests: Mapping[LoadMode, int]) -> dict[LoadMode, float]:
+    delta = spec.risk.delta
+    if spec.risk.split == "none":
+        return dict.fromkeys(MODES, delta)
+    if spec.risk.split == "segments_and_modes":
+        return dict.fromkeys(MODES, delta / max(sum(tests.values()), 1))
+    return {mode: delta / max(tests[mode], 1) for mode in MODES}
+
+
+def _decide(
+    key: str,
+    mode: LoadMode,
+    spec: PolicySpec,
+    curves: Mapping[str, Curve],
+    population: str | None,
+    result: LttResult | None,
+    current: float,
+) -> SegmentDecision:
+    grid = spec.thresholds()
+    last = len(grid) - 1
+    curve = curves.get(population or key) or Curve.empty(grid)
+    proposed = last if result is None or result.index is None else result.index
+    final = limit_step(grid, proposed, current, spec.max_step)
+    certified = result is not None and result.certified(final)
+    guarantee: Guarantee = "none"
+    if certified:
+        guarantee = "segment" if population == key else "pooled"
+    epsilon = spec.epsilon(key, mode)
+    delta = result.delta if result is not None else spec.risk.delta
+    oracle = empirical_oracle(curve, epsilon) if population is not None else None
+    losses = int(curve.losses[final])
+    own = curves.get(key)
+    return SegmentDecision(
+        key=key,
+        mode=mode,
+        population=population,
+        fell_back=population != key,
+        guarantee=guarantee,
+        epsilon=epsilon,
+        delta=delta,
+        samples=own.n if own is not None else 0,
+        population_samples=curve.n,
+        losses=losses,
+        certified=certified,
+        proposed=grid[proposed],
+        threshold=grid[final],
+        current=current,
+        step_limited=final != proposed,
+        token_saving=float(curve.token_saving()[final]),
+        budget_saving=float(curve.budget_saving()[final]),
+        em_drop=float(curve.em_drop()[final]),
+        em_drop_bound=clopper_pearson_upper(losses, curve.n, delta),
+        full_em=curve.full_correct / max(curve.n, 1),
+        p_values=tuple(zip(result.tested, result.p_values, strict=True)) if result else (),
+        oracle_threshold=None if oracle is None else grid[oracle],
+        oracle_saving=0.0 if oracle is None else float(curve.token_saving()[oracle]),
+    )
+
+
+def optimize(
+    spec: PolicySpec,
+    samples: Mapping[str, Batch | Curve],
+    current: PolicyBody | None = None,
+) -> Proposal:
+    """Propose the next policy from exploration samples.
+
+    Args:
+        spec: The validated policy spec.
+        samples: Exploration samples (or curves already on the spec's grid) by
+            ``tenant/task/length_bucket`` key.
+        current: The policy in force (the step limit is measured from it); the
+            spec's safe default when None.
+
+    Raises:
+        OptimizerError: if a key is not a ``tenant/task/length_bucket`` key or
+            a curve is on another grid.
+    """
+    grid = spec.thresholds()
+    current = current or spec.default_policy
+    curves = _populations(spec, samples, grid)
+    keys = _policy_keys(spec, samples, current)
+    population = {key: _population(key, curves, spec.min_samples) for key in keys}
+    plans: dict[LoadMode, set[tuple[str, float]]] = {
+        mode: {(pop, spec.epsilon(k, mode)) for k in keys if (pop := population[k])}
+        for mode in MODES
+    }
+    tests = {mode: len(plans[mode]) for mode in MODES}
+    deltas = _deltas(spec, tests)
+    results: dict[tuple[LoadMode, str, float], LttResult] = {}
+    for mode, plan in plans.items():
+        for pop, epsilon in plan:
+            results[mode, pop, epsilon] = learn_then_test(
+                curves[pop], epsilon, deltas[mode], spec.risk.p_value
+            )
+    decisions: list[SegmentDecision] = []
+    segments: dict[str, SegmentPolicy] = {}
+    for key in keys:
+        pop = population[key]
+        thresholds: dict[LoadMode, float] = {}
+        for mode in MODES:
+            result = results[mode, pop, spec.epsilon(key, mode)] if pop else None
+            now = current_threshold(current, key, mode)
+            decision = _decide(key, mode, spec, curves, pop, result, now)
+            decisions.append(decision)
+            thresholds[mode] = decision.threshold
+        settings = spec.settings_for(key)
+        segments[key] = SegmentPolicy(
+            thresholds=thresholds,
+            min_tokens=settings.min_tokens,
+            token_budget=settings.token_budget,
+        )
+    tested = sorted({pop for pop in population.values() if pop})
+    pareto: dict[str, tuple[ParetoPoint, ...]] = {p: pareto_points(curves[p]) for p in tested}
+    return Proposal(
+        policy_name=spec.name,
+        body=PolicyBody(segments=segments, exploration_share=spec.exploration_share),
+        delta=spec.risk.delta,
+        split=spec.risk.split,
+        p_value=spec.risk.p_value,
+        tests=tests,
+        decisions=tuple(decisions),
+        dropped=tuple(sorted(set(current.segments) - set(segments))),
+        pareto=pareto,
+    )

@@ -1,0 +1,30 @@
+"""The optimizer is a pure core: importing it loads no service client."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pipeline.optimizer
+
+IO = ["confluent_kafka", "faust", "mlflow", "clickhouse_connect", "chdb", "aiokafka", "matplotlib"]
+
+
+def test_importing_the_optimizer_loads_no_io_library() -> None:
+    script = (
+        "import json, sys, pipeline.optimizer as o, pipeline.optimizer.handover\n"
+        "[getattr(o, name) for name in o.__all__]\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    roots = {name.split(".")[0] for name in json.loads(out.stdout)}
+    assert "scipy" in roots  # the check itself sees real imports
+    assert not roots & set(IO), roots & set(IO)
+
+
+def test_every_exported_name_resolves() -> None:
+    for name in pipeline.optimizer.__all__:
+        assert getattr(pipeline.optimizer, name) is not None
