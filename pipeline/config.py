@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.control.config import ControlSettings
+from pipeline.controller.config import ControllerSettings
 from pipeline.errors import ConfigError
 from pipeline.node.config import NodeSettings
 from pipeline.stream.config import StreamSettings
@@ -173,6 +174,7 @@ class Settings(BaseSettings):
     node: NodeSettings = NodeSettings()
     stream: StreamSettings = StreamSettings()
     control: ControlSettings = ControlSettings()
+    controller: ControllerSettings = ControllerSettings()
 
     @field_validator("state_dir", "infra_dir")
     @classmethod

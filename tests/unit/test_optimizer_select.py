@@ -282,7 +282,7 @@ def test_the_registry_handover_carries_metrics_frontiers_and_review() -> None:
 
     proposal = optimize(SPEC, _samples({"acme/qa/short": 3000, "b/qa/long": 50}))
     handed = to_registry(proposal, SPEC)
-    assert handed.body == proposal.body and handed.policy_name == "earlystop"
+    assert handed.body == proposal.body and handed.policy_name == "default"
     assert handed.review.auto_approve is False and "exceeds 0.02" in handed.review.reason
     assert handed.params["spec_sha256"] == spec_digest(SPEC)
     row = handed.segment_metrics["b/qa/long"]

@@ -17,7 +17,8 @@ from tests.unit._optimizer_data import POLICIES, SPEC_PATH, spec_data, spec_with
 
 def test_the_shipped_spec_loads_with_the_safe_default() -> None:
     spec = load_spec(SPEC_PATH)
-    assert spec.name == "earlystop"
+    # The policy name nodes follow by default (PIPELINE_NODE__POLICY_NAME).
+    assert spec.name == "default"
     grid = spec.thresholds()
     assert grid[0] == 0.5 and grid[-1] == 1.0 and len(grid) == 51
     assert 0.9 in grid  # rounded: no 0.9000000000000001

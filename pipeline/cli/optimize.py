@@ -1,0 +1,70 @@
+"""`pipeline optimize` (one cycle) and `pipeline controller` (cycles, publisher, canary monitor)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import typer
+
+from pipeline.cli._app import app, console
+from pipeline.config import Settings, load_settings
+
+SPEC = typer.Option(None, "--spec", help="Policy spec YAML (default: controller settings).")
+
+
+def _spec_path(settings: Settings, spec: Path | None) -> Path:
+    from pipeline.controller.config import controller_settings
+
+    return spec or controller_settings(settings).spec_path
+
+
+def _line(text: str) -> None:
+    stamp = datetime.now(UTC).strftime("%H:%M:%S")
+    console.print(f"[dim]{stamp}[/] {text}", highlight=False)
+
+
+@app.command("optimize")
+def optimize_once(spec: Path | None = SPEC) -> None:
+    """Run one optimize cycle: ClickHouse -> optimizer -> MLflow (exit 1 if skipped)."""
+    from pipeline.control.audit import KafkaAuditLog
+    from pipeline.controller.cycle import run_cycle
+    from pipeline.optimizer import load_spec
+
+    settings = load_settings()
+    policy_spec = load_spec(_spec_path(settings, spec))
+    audit = KafkaAuditLog(settings.kafka, settings.control.audit_topic)
+    try:
+        result = run_cycle(settings, policy_spec, audit=audit)
+    finally:
+        audit.close()
+    _line(f"{policy_spec.name}: {result.status}: {result.detail}")
+
+
+@app.command("controller")
+def controller(spec: Path | None = SPEC) -> None:
+    """Run optimize cycles, the publisher and the canary monitor until SIGTERM."""
+    from pipeline.control.audit import KafkaAuditLog
+    from pipeline.controller.config import controller_settings
+    from pipeline.controller.loop import Controller
+    from pipeline.optimizer import load_spec
+
+    settings = load_settings()
+    policy_spec = load_spec(_spec_path(settings, spec))
+    audit = KafkaAuditLog(settings.kafka, settings.control.audit_topic)
+    config = controller_settings(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        runner = Controller(settings, policy_spec, report=_line, audit=audit)
+        _line(
+            f"controller for {policy_spec.name}: cycles every {config.period_s:g}s, "
+            f"canary checks every {config.monitor_interval_s:g}s; SIGTERM stops it"
+        )
+        runner.run(stop)
+    finally:
+        audit.close()
+    _line("controller stopped")

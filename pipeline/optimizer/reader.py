@@ -1,0 +1,209 @@
+"""The optimizer's thin ClickHouse reader: exploration batches and paired canary observations.
+
+The client is passed in (``pipeline.warehouse.client.connect``), so this
+module imports no ClickHouse library and its pure halves
+(:func:`batches_from_rows`, :func:`pair_arms`) are unit-tested without one.
+
+Exploration: labeled exploration outcomes of one policy in a time window,
+their checkpoints read from ``trajectory_points FINAL`` (latest version of
+every request) and packed into one :class:`Batch` per
+``tenant/task/length_bucket`` key. A request whose checkpoints are not all
+labeled is dropped: the loss needs every checkpoint's EM.
+
+Canary: canary and production requests of the same segment and minute are
+paired by arrival order (``ts``, then ``request_id``), never by outcome, so
+the pairs are what :mod:`pipeline.optimizer.sequential` assumes: each pair
+is a canary and a production request drawn from the same traffic. EM pairs
+use labeled requests only (labels arrive independently of correctness);
+tokens and negative feedback use every request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from pipeline.optimizer.curve import Batch
+
+_EXPLORATION_SQL = """
+SELECT t.tenant, t.task, t.length_bucket, t.request_id, t.idx, t.tokens, t.confidence,
+       t.em, o.em, o.tokens_generated
+FROM trajectory_points AS t FINAL
+INNER JOIN (
+    SELECT request_id, em, tokens_generated
+    FROM outcomes FINAL
+    WHERE policy_name = {policy:String} AND exploration AND labeled AND em IS NOT NULL
+      AND ts >= {since:DateTime64(3, 'UTC')}
+) AS o ON o.request_id = t.request_id
+WHERE t.policy_name = {policy:String}
+ORDER BY t.request_id, t.idx
+"""
+
+_CANARY_SQL = """
+SELECT tenant, task, length_bucket, toStartOfMinute(ts) AS minute, arm, ts, request_id,
+       labeled, em, tokens_generated / tokens_budget, negative_feedback > 0
+FROM outcomes FINAL
+WHERE policy_name = {policy:String} AND NOT exploration AND ts >= {since:DateTime64(3, 'UTC')}
+  AND ((arm = 'candidate' AND policy_version = {candidate:UInt64})
+    OR (arm = 'production' AND policy_version = {production:UInt64}))
+ORDER BY minute, tenant, task, length_bucket, ts, request_id
+"""
+
+
+def batches_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, Batch]:
+    """Pack exploration rows, sorted by request and checkpoint, into one Batch per key.
+
+    A row is ``(tenant, task, bucket, request_id, idx, tokens, confidence, em,
+    full_em, full_tokens)``.
+    """
+    per_key: dict[str, list[tuple[list[int], list[float], list[bool], bool, int]]] = {}
+    current: str | None = None
+    tokens: list[int] = []
+    conf: list[float] = []
+    correct: list[bool | None] = []
+    head: tuple[str, bool, int] = ("", False, 0)
+
+    def flush() -> None:
+        if current is None or not tokens or any(c is None for c in correct):
+            return
+        key, full_em, full_tokens = head
+        # A stored trajectory may not reach the end; the end is never an early stop.
+        full = max(full_tokens, tokens[-1])
+        flags = [bool(c) for c in correct]
+        per_key.setdefault(key, []).append((tokens, conf, flags, full_em, full))
+
+    for tenant, task, bucket, request_id, _idx, tok, confidence, em, full_em, full_tokens in rows:
+        if request_id != current:
+            flush()
+            current, tokens, conf, correct = request_id, [], [], []
+            head = (f"{tenant}/{task}/{bucket}", bool(full_em), int(full_tokens))
+        tokens.append(int(tok))
+        conf.append(min(max(float(confidence), 0.0), 1.0))  # Float32 storage may overshoot 1.0
+        correct.append(None if em is None else bool(em))
+    flush()
+    return {key: _pack(items) for key, items in sorted(per_key.items())}
+
+
+def _pack(items: list[tuple[list[int], list[float], list[bool], bool, int]]) -> Batch:
+    k = max(len(t[0]) for t in items)
+    n = len(items)
+    tokens = np.zeros((n, k), dtype=np.int64)
+    confidence = np.zeros((n, k), dtype=np.float64)
+    correct = np.zeros((n, k), dtype=np.bool_)
+    length = np.zeros(n, dtype=np.int64)
+    for i, (tok, conf, flags, _, _) in enumerate(items):
+        m = len(tok)
+        tokens[i, :m], confidence[i, :m], correct[i, :m], length[i] = tok, conf, flags, m
+    return Batch(
+        tokens=tokens,
+        confidence=confidence,
+        correct=correct,
+        length=length,
+        full_tokens=np.array([t[4] for t in items], dtype=np.int64),
+        full_correct=np.array([t[3] for t in items], dtype=np.bool_),
+    )
+
+
+def read_exploration(client: Any, policy_name: str, since: datetime) -> dict[str, Batch]:
+    """Labeled exploration samples of ``policy_name`` since ``since``, by segment key."""
+    result = client.query(_EXPLORATION_SQL, parameters={"policy": policy_name, "since": since})
+    return batches_from_rows(result.result_rows)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One served, non-exploration request of either arm, as the guardrails see it."""
+
+    bucket: tuple[str, ...]
+    """Pairing bucket: segment key and minute; pairs never cross buckets."""
+    arm: str
+    labeled: bool
+    em: bool | None
+    tokens_share: float
+    negative: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Paired:
+    """``(canary, production)`` value sequences per metric, paired by position."""
+
+    em: tuple[tuple[float, ...], tuple[float, ...]]
+    tokens: tuple[tuple[float, ...], tuple[float, ...]]
+    negative_feedback: tuple[tuple[float, ...], tuple[float, ...]]
+
+    @property
+    def em_pairs(self) -> int:
+        """Labeled pairs (what gates a promotion)."""
+        return len(self.em[0])
+
+
+def _zip_buckets(
+    observations: Sequence[Observation], pick: Any
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    canary: dict[tuple[str, ...], list[float]] = {}
+    production: dict[tuple[str, ...], list[float]] = {}
+    order: list[tuple[str, ...]] = []
+    for o in observations:
+        value = pick(o)
+        if value is None:
+            continue
+        if o.bucket not in canary:
+            order.append(o.bucket)
+            canary[o.bucket], production[o.bucket] = [], []
+        (canary if o.arm == "candidate" else production)[o.bucket].append(float(value))
+    c_out: list[float] = []
+    p_out: list[float] = []
+    for bucket in order:  # buckets in arrival order: the sequence grows at its end
+        n = min(len(canary[bucket]), len(production[bucket]))
+        c_out += canary[bucket][:n]
+        p_out += production[bucket][:n]
+    return tuple(c_out), tuple(p_out)
+
+
+def pair_arms(observations: Sequence[Observation]) -> Paired:
+    """Pair the i-th canary with the i-th production request of each bucket, per metric.
+
+    ``observations`` must be in arrival order. Unpaired leftovers of a bucket
+    are dropped; which requests pair never depends on their outcomes.
+    """
+    return Paired(
+        em=_zip_buckets(observations, lambda o: o.em if o.labeled else None),
+        tokens=_zip_buckets(observations, lambda o: o.tokens_share),
+        negative_feedback=_zip_buckets(observations, lambda o: o.negative),
+    )
+
+
+def read_canary(
+    client: Any, policy_name: str, *, production: int, candidate: int, since: datetime
+) -> Paired:
+    """Paired observations of candidate ``candidate`` and production version ``production``.
+
+    ``production`` is the version carrying the canary, so both arms ran at the same time.
+    """
+    result = client.query(
+        _CANARY_SQL,
+        parameters={
+            "policy": policy_name,
+            "since": since,
+            "candidate": candidate,
+            "production": production,
+        },
+    )
+    observations = [
+        Observation(
+            bucket=(str(tenant), str(task), str(bucket), str(minute)),
+            arm=str(arm),
+            labeled=bool(labeled),
+            em=None if em is None else bool(em),
+            tokens_share=min(max(float(share), 0.0), 1.0),
+            negative=bool(negative),
+        )
+        for tenant, task, bucket, minute, arm, _ts, _rid, labeled, em, share, negative in (
+            result.result_rows
+        )
+    ]
+    return pair_arms(observations)

@@ -1,0 +1,274 @@
+"""The controller on the real stack: ClickHouse outcomes -> optimize -> MLflow -> publish -> node.
+
+Outcomes are written straight into ClickHouse with the warehouse's own row
+mappings (what the stream sink writes), under a uuid policy name so tests
+share the session database without seeing each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from pipeline.config import Settings, settings_env
+from pipeline.control.config import ControlSettings
+from pipeline.control.publisher import Publisher
+from pipeline.controller.cycle import run_cycle
+from pipeline.controller.monitor import check_canary
+from pipeline.node import Node, NodeSettings
+from pipeline.node.testing import read_acks
+from pipeline.optimizer import PolicySpec
+from pipeline.registry.client import connect as mlflow_connect
+from pipeline.registry.versions import get_version, load_policy
+from pipeline.warehouse import rows
+from pipeline.warehouse.client import connect as ch_connect
+from schemas import Checkpoint, InferenceEvent, Outcome, Segment
+from tests.conftest import free_port
+from tests.unit._optimizer_data import spec_with
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+KEY = "integration-controller-key"
+SEGMENT = Segment(tenant="acme", task="qa", length_bucket="short")
+
+
+def make_spec(name: str, canary_share: float) -> PolicySpec:
+    return spec_with(
+        name=name,
+        auto_approve={"max_step": 0.05, "max_em_drop_bound": 0.05, "min_samples": 500},
+        canary={"share": canary_share, "min_samples": 100, "max_samples": 5000, "alpha": 0.05},
+    )
+
+
+def outcome(
+    policy: str,
+    i: int,
+    *,
+    ts: datetime,
+    exploration: bool,
+    arm: str = "production",
+    version: int = 0,
+    em: bool = True,
+) -> Outcome:
+    rid = f"{policy}-{arm}-{exploration}-{i}-{uuid.uuid4().hex[:6]}"
+    trajectory = tuple(
+        Checkpoint(tokens=40 * (j + 1), confidence=0.97, answer="x") for j in range(4)
+    )
+    event = InferenceEvent(
+        event_id=f"e-{rid}",
+        request_id=rid,
+        node_id="node-sim",
+        ts=ts,
+        model="m",
+        segment=SEGMENT,
+        policy_name=policy,
+        policy_version=version,
+        threshold=None if exploration else 0.95,
+        arm=arm,  # type: ignore[arg-type]
+        exploration=exploration,
+        tokens_prompt=10,
+        tokens_generated=160 if exploration else 40,
+        tokens_budget=4096,
+        stop_reason="natural_end" if exploration else "confident",
+        confidence=0.97,
+        answer="x",
+        latency_ms=1.0,
+        node_load=0.5,
+        trajectory=trajectory if exploration else None,
+    )
+    return Outcome(
+        request_id=rid,
+        event=event,
+        labeled=True,
+        em=em,
+        em_full=em if exploration else None,
+        checkpoint_em=(em,) * 4 if exploration else None,
+        version=1,
+        joined_at=ts,
+    )
+
+
+def insert(settings: Settings, outcomes: list[Outcome]) -> None:
+    client = ch_connect(settings)
+    try:
+        client.insert(
+            "outcomes",
+            [rows.outcome_row(o, "test", 0, i) for i, o in enumerate(outcomes)],
+            column_names=rows.OUTCOME_COLUMNS,
+        )
+        points = [r for o in outcomes for r in rows.trajectory_rows(o)]
+        if points:
+            client.insert("trajectory_points", points, column_names=rows.TRAJECTORY_COLUMNS)
+    finally:
+        client.close()
+
+
+def exploration(policy: str, n: int) -> list[Outcome]:
+    now = datetime.now(UTC)
+    return [outcome(policy, i, ts=now - timedelta(minutes=5), exploration=True) for i in range(n)]
+
+
+@pytest.fixture
+def policy() -> str:
+    return f"es{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(isolated: Settings, policy: str) -> Settings:
+    control = ControlSettings.model_validate(
+        {
+            "policies": policy,
+            "models": {policy: f"test-controller-{policy}"},
+            "signing_key_id": "control-it",
+            "signing_key": KEY,
+            "poll_interval_s": 0.2,
+            "bootstrap_timeout_s": 20,
+        }
+    )
+    return isolated.model_copy(update={"control": control})
+
+
+@pytest.fixture
+def node(settings: Settings, policy: str, tmp_path: Path) -> Iterator[Node]:
+    node_settings = NodeSettings.model_validate(
+        {
+            "node_id": "node-c",
+            "policy_name": policy,
+            "signing_keys": {"control-it": SecretStr(KEY)},
+            "state_dir": tmp_path / "node",
+            "bootstrap_timeout_s": 30.0,
+            "retry_interval_s": 0.5,
+        }
+    )
+    started = Node(settings.kafka, node_settings, emit=False)
+    started.start()
+    yield started
+    started.close(timeout=5)
+
+
+def publish(settings: Settings) -> list[tuple[str, int | None]]:
+    publisher = Publisher(settings.kafka, settings.mlflow, settings.control)
+    try:
+        return [(o.status, o.version) for o in publisher.run_once()]
+    finally:
+        publisher.close()
+
+
+def acked(settings: Settings, version: int) -> bool:
+    def want(got: list[Any]) -> bool:
+        return any(a.version == version and a.status == "applied" for a in got)
+
+    return want(read_acks(settings.kafka, want, timeout=30))
+
+
+def test_one_cycle_registers_publishes_and_a_node_applies_it(
+    settings: Settings, policy: str, node: Node
+) -> None:
+    insert(settings, exploration(policy, 1200))
+    result = run_cycle(settings, make_spec(policy, canary_share=0.0))
+    assert (result.status, result.route, result.version) == ("registered", "production", 1)
+    assert result.samples == 1200
+
+    ml = mlflow_connect(settings.mlflow)
+    model = settings.control.model_name(policy)
+    record = get_version(ml, model, 1)
+    assert record.review_state == "auto_approved"
+    assert record.run_id and ml.get_run(record.run_id).data.metrics
+    body = load_policy(ml, record)
+    assert body.segments["acme/qa/short"].thresholds["normal"] == pytest.approx(0.95)
+
+    assert publish(settings) == [("published", 1)]
+    assert node.subscriber.wait_for_version(1, timeout=30)
+    assert node.controller.snapshot.version == 1
+    assert acked(settings, 1)
+    assert node.controller.should_stop("acme/qa/short", 40, 0.96).reason == "confident"
+
+    again = run_cycle(settings, make_spec(policy, canary_share=0.0))
+    assert again.status == "registered" and again.version == 2  # the next step: 0.90
+
+
+def test_a_canary_that_hurts_em_is_rolled_back_automatically(
+    settings: Settings, policy: str, node: Node
+) -> None:
+    insert(settings, exploration(policy, 1200))
+    assert run_cycle(settings, make_spec(policy, canary_share=0.0)).version == 1
+    assert publish(settings) == [("published", 1)]
+
+    spec = make_spec(policy, canary_share=0.5)
+    started = run_cycle(settings, spec)
+    assert (started.status, started.route, started.version, started.production) == (
+        "registered",
+        "canary",
+        2,
+        3,
+    )
+    assert run_cycle(settings, spec).status == "canary_running"
+    assert publish(settings) == [("published", 3)]
+    assert node.subscriber.wait_for_version(3, timeout=30)
+    assert node.controller.snapshot.candidate_version == 2
+    assert check_canary(settings, spec).action == "continue"  # no data yet
+
+    rng = random.Random(7)  # noqa: S311  # simulated EM, not a secret
+    now = datetime.now(UTC)
+    served = [
+        outcome(policy, i, ts=now, exploration=False, arm=arm, version=v, em=rng.random() < p)
+        for i in range(400)
+        for arm, v, p in (("candidate", 2, 0.5), ("production", 3, 0.95))
+    ]
+    insert(settings, served)
+    checked = check_canary(settings, spec)
+    assert checked.action == "rolled_back", checked.detail
+    assert checked.version == 4
+
+    ml = mlflow_connect(settings.mlflow)
+    model = settings.control.model_name(policy)
+    candidate, carrier, restored = (get_version(ml, model, v) for v in (2, 3, 4))
+    assert candidate.review_state == "rolled_back"
+    assert candidate.tags["canary_state"] == "rolled_back"
+    assert "em:" in candidate.tags["canary_evidence"]
+    assert "guardrail breached" in candidate.tags["rollback_reason"]
+    assert carrier.review_state == "rolled_back"
+    assert (restored.tags["rollback_of"], restored.tags["restores"]) == ("3", "1")
+    assert load_policy(ml, restored) == load_policy(ml, get_version(ml, model, 1))
+
+    assert publish(settings) == [("published", 4)]
+    assert node.subscriber.wait_for_version(4, timeout=30)
+    assert node.controller.snapshot.candidate_version is None
+    assert acked(settings, 4)
+    assert check_canary(settings, spec).action == "idle"
+
+
+def test_optimize_exits_non_zero_with_one_line_when_clickhouse_is_down(
+    settings: Settings, policy: str, tmp_path: Path
+) -> None:
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(
+        Path("policies/earlystop.yaml").read_text().replace("name: earlystop", f"name: {policy}")
+    )
+    (tmp_path / "default_policy.json").write_text(Path("policies/default_policy.json").read_text())
+    env = dict(os.environ)
+    env.update(settings_env(settings))
+    env["PIPELINE_CLICKHOUSE__URL"] = f"http://127.0.0.1:{free_port()}"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "optimize", "--spec", str(spec_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "ClickHouse" in done.stderr and "not reachable" in done.stderr
+    assert "Traceback" not in done.stderr
+    ml = mlflow_connect(settings.mlflow)
+    assert ml.search_model_versions(f"name = '{settings.control.model_name(policy)}'") == []
