@@ -24,7 +24,7 @@ err_console = Console(stderr=True)
 
 def _register() -> None:
     # Commands live in small modules; importing them registers them on `app`.
-    from pipeline.cli import optimize, policy, sim, smoke, stack, stream, warehouse  # noqa: F401
+    from pipeline.cli import demo, optimize, policy, sim, smoke, stack, stream, warehouse  # noqa: F401
 
 
 def main() -> None:

@@ -1,0 +1,139 @@
+"""The acceptance numbers of a run, honestly computed, or "n/a" with the reason.
+
+Measured over the final third of the traffic (after the drift, once the
+controller has had cycles to react): the fleet's token saving against full
+generations (exact, from the simulator's counters, which know each
+request's full length) and the EM drop (full-generation EM of exploration
+requests minus EM of served answers, both from ClickHouse). They are set
+beside the ground truth of the drifted traffic at the same tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import timedelta
+
+from pipeline.demo.fleet import demo_scenario
+from pipeline.demo.run import DemoResult, Sample
+from pipeline.demo.truth import Yardstick, yardsticks
+from pipeline.sim.oracle import ground_truth
+from pipeline.sim.scenario import DRIFT_SEGMENT
+
+MIN_REQUESTS = 200
+MIN_LABELED = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    """One acceptance line: name, value (or "n/a: why") and what it is compared with."""
+
+    name: str
+    value: str
+    against: str
+
+
+def _window(samples: list[Sample], start_s: float) -> tuple[Sample, Sample] | None:
+    inside = [s for s in samples if s.t >= start_s]
+    before = [s for s in samples if s.t < start_s]
+    if not inside or not before:
+        return None
+    return before[-1], inside[-1]
+
+
+def figures(result: DemoResult, budget: int = 4096) -> list[Figure]:
+    """Every acceptance figure of the run."""
+    cfg = result.config
+    start = cfg.duration_s * 2 / 3
+    out: list[Figure] = []
+    oracle, static = yardsticks(demo_scenario(cfg), cfg.seed, cfg.epsilon, budget=budget,
+                                samples=cfg.truth_samples, at_index=None)  # fmt: skip
+    out.append(Figure("oracle saving (truth, drifted traffic)", f"{oracle.token_saving:.1%}",
+                      f"EM drop {oracle.em_drop:.4f}, {oracle.detail}"))  # fmt: skip
+    out.append(Figure("static single threshold (truth)", f"{static.token_saving:.1%}",
+                      f"EM drop {static.em_drop:.4f}, {static.detail}"))  # fmt: skip
+    pair = _window(result.samples, start)
+    saving = served = None
+    if pair is None or pair[1].requests - pair[0].requests < MIN_REQUESTS:
+        got = 0 if pair is None else pair[1].requests - pair[0].requests
+        why = f"n/a: {got} requests in the final third (< {MIN_REQUESTS})"
+        out.append(Figure("fleet token saving (final third)", why, ""))
+    else:
+        a, b = pair
+        full, gen = b.tokens_full - a.tokens_full, b.tokens_generated - a.tokens_generated
+        share = (b.exploration - a.exploration) / (b.requests - a.requests)
+        saving = 1 - gen / full
+        served = saving / (1 - share) if share < 1 else math.nan
+        out.append(Figure("fleet token saving (final third)", f"{saving:.1%}",
+                          f"all requests, {share:.0%} exploration runs to the end"))  # fmt: skip
+        out.append(Figure("served-request saving (estimate)", f"{served:.1%}",
+                          "fleet saving / (1 - exploration share)"))  # fmt: skip
+        out += [_ratio("saving vs static baseline", served, static),
+                _ratio("saving vs oracle", served, oracle)]  # fmt: skip
+    out.append(_em_drop(result, start, cfg.epsilon))
+    out.append(_drift(result, budget))
+    return out
+
+
+def _drift(result: DemoResult, budget: int) -> Figure:
+    """The drifted segment: its served threshold before and after, against its oracle."""
+    cfg = result.config
+    scen = demo_scenario(cfg)
+    key = scen.drift.segment_key if scen.drift else DRIFT_SEGMENT
+    name = f"drifted segment {key}"
+
+    def theta(sample: Sample) -> float | None:
+        return next((r.threshold for r in sample.segments if r.segment == key), None)
+
+    before = [theta(s) for s in result.samples if s.t < cfg.drift_at_s]
+    after = [(s.t, theta(s), s.production) for s in result.samples if s.t >= cfg.drift_at_s]
+    truth = {
+        when: ground_truth(scen, cfg.seed, cfg.epsilon, samples=cfg.truth_samples,
+                           at_index=at, segments=[key], budget=budget)[key].threshold
+        for when, at in (("before", 0), ("after", None))
+    }  # fmt: skip
+    oracle = " -> ".join("none" if t is None else f"{t:.2f}" for t in truth.values())
+    if not before or not after or before[-1] is None or after[-1][1] is None:
+        return Figure(name, "n/a: no served threshold seen on both sides of the drift",
+                      f"oracle {oracle}")  # fmt: skip
+    seen = {s.production for s in result.samples if s.t < cfg.drift_at_s}
+    versions = {v for _, _, v in after if v is not None} - seen
+    moves = f"{len(versions)} new production versions after the drift"
+    return Figure(name, f"threshold {before[-1]:.2f} -> {after[-1][1]:.2f}",
+                  f"oracle before -> after: {oracle}; {moves}")  # fmt: skip
+
+
+def _ratio(name: str, served: float, ref: Yardstick) -> Figure:
+    if ref.token_saving <= 0:
+        return Figure(name, "n/a: the reference saves nothing", ref.detail)
+    return Figure(name, f"{served / ref.token_saving:.2f}x",
+                  f"{served:.1%} vs {ref.token_saving:.1%} ({ref.detail})")  # fmt: skip
+
+
+def _em_drop(result: DemoResult, start_s: float, epsilon: float) -> Figure:
+    name = "EM drop, measured (final third)"
+    if result.started_at is None:
+        return Figure(name, "n/a: the fleet never started", "")
+    since = result.started_at + timedelta(seconds=start_s)
+    rows = [b for b in result.em if b.t >= since]
+    sl, se = sum(b.served_labeled for b in rows), sum(b.served_em for b in rows)
+    fl, fe = sum(b.full_labeled for b in rows), sum(b.full_em for b in rows)
+    if sl < MIN_LABELED or fl < MIN_LABELED:
+        why = f"n/a: {sl} served and {fl} full-generation labels (< {MIN_LABELED} each)"
+        return Figure(name, why, f"tolerance {epsilon:g}")
+    full, early = fe / fl, se / sl
+    drop = full - early
+    se_drop = math.sqrt(full * (1 - full) / fl + early * (1 - early) / sl)
+    upper = drop + 1.96 * se_drop
+    if upper <= epsilon:
+        verdict = "within (95% upper bound)"
+    elif drop <= epsilon:
+        verdict = "point estimate within, 95% interval too wide to confirm;"
+    else:
+        verdict = "ABOVE"
+    return Figure(
+        name,
+        f"{drop:+.4f} ± {1.96 * se_drop:.4f}",
+        f"{verdict} tolerance {epsilon:g}: full EM {full:.3f} (n={fl}), "
+        f"served {early:.3f} (n={sl})",
+    )

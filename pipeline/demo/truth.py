@@ -1,0 +1,77 @@
+"""The yardsticks: the per-segment oracle and the best static single threshold.
+
+Both come from the simulator's ground truth (:mod:`pipeline.sim.oracle`) at
+the same tolerance, on the same traffic mix (segment weights) and budget.
+The static baseline is one threshold for every request: the most aggressive
+one, walking down from the safest, whose EM drop on the whole traffic mix
+stays within epsilon (the best a single, perfectly tuned threshold can do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipeline.sim.oracle import DEFAULT_MIN_TOKENS, em_curve, oracle_threshold, sample_segment
+from pipeline.sim.scenario import Scenario
+
+
+@dataclass(frozen=True, slots=True)
+class Yardstick:
+    """Expected token saving and EM drop of a policy on the traffic mix."""
+
+    name: str
+    token_saving: float
+    em_drop: float
+    detail: str
+
+
+def yardsticks(
+    scen: Scenario,
+    seed: int,
+    epsilon: float,
+    *,
+    budget: int,
+    samples: int,
+    at_index: int | None,
+    min_tokens: int = DEFAULT_MIN_TOKENS,
+) -> tuple[Yardstick, Yardstick]:
+    """The per-segment oracle and the static single-threshold baseline.
+
+    ``at_index`` picks the traffic's state (0: before the drift, None: after).
+    Savings are weighted by each segment's share of traffic and its tokens.
+    """
+    total_w = sum(spec.weight for spec in scen.segments)
+    curves = {}
+    full_tokens: dict[str, float] = {}
+    for spec in scen.segments:
+        latents = sample_segment(scen, spec.key, seed, samples, at_index=at_index, budget=budget)
+        curves[spec.key] = em_curve(latents, _GRID, min_tokens)
+        full_tokens[spec.key] = sum(lat.tokens[-1] for lat in latents) / len(latents)
+    weight = {s.key: s.weight / total_w for s in scen.segments}
+    tok_w = {k: weight[k] * full_tokens[k] for k in weight}
+    tok_total = sum(tok_w.values())
+
+    saved = drop = 0.0
+    for key, curve in curves.items():
+        best = oracle_threshold(curve, epsilon)
+        if best is not None:
+            saved += tok_w[key] * best.token_saving
+            drop += weight[key] * best.em_drop
+    oracle = Yardstick("oracle per segment", saved / tok_total, drop, f"epsilon {epsilon:g}")
+
+    chosen: tuple[float, float, float] | None = None  # threshold, saving, drop
+    for j in reversed(range(len(_GRID))):
+        pooled_drop = sum(weight[k] * curves[k][j].em_drop for k in curves)
+        if pooled_drop > epsilon:
+            break
+        pooled_saving = sum(tok_w[k] * curves[k][j].token_saving for k in curves) / tok_total
+        chosen = (_GRID[j], pooled_saving, pooled_drop)
+    if chosen is None:
+        static = Yardstick("static threshold", 0.0, 0.0, "no threshold meets epsilon")
+    else:
+        theta, saving, pooled = chosen
+        static = Yardstick("static threshold", saving, pooled, f"threshold {theta:.2f}")
+    return oracle, static
+
+
+_GRID: tuple[float, ...] = tuple(round(0.5 + 0.01 * i, 2) for i in range(51))
