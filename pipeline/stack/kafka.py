@@ -133,7 +133,11 @@ def _kafka_uuid() -> str:
     # Kafka cluster ids are 16 random bytes in URL-safe base64 without padding.
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # An id starting with "-" would be read by StorageTool as an option.
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def broker_argv(settings: Settings) -> list[str]:
