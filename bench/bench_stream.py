@@ -1,37 +1,57 @@
-"""Benchmarks of the stream worker: the pure join, and the whole worker end to end.
+"""Benchmarks of the stream worker: the pure join, then joiner and sink against their floors.
 
     .venv/bin/python bench/bench_stream.py                    # pure join only
-    .venv/bin/python bench/bench_stream.py --stack embedded   # + end to end on a private stack
-    .venv/bin/python bench/bench_stream.py --stack env        # + end to end on PIPELINE_* settings
+    .venv/bin/python bench/bench_stream.py --stack embedded   # + Kafka, ClickHouse (private)
+    .venv/bin/python bench/bench_stream.py --stack env        # + the same on PIPELINE_*
 
-The pure part pushes records (event, label, feedback per request, shuffled,
-10% duplicated) through the Processor on a dict store, states serialised as
-they would be in the Faust table, and times an expiry sweep. End to end
-produces the same records to Kafka, runs the worker (joiner and sink) in a
-thread, and reports the time until every outcome is in ClickHouse.
+Workload: per request an inference event, a label and a feedback, shuffled,
+10% sent twice. The pure part pushes them through the Processor on a dict
+store in batches. With a stack, the same messages are produced once per
+topic prefix, and one run measures side by side:
+
+- raw: a bare confluent-kafka consumer reading the input topics;
+- faust floor: a Faust agent (aiokafka driver) that only counts the records;
+- faust confluent driver: the same agent on ``confluent://``;
+- joiner: the worker without its sink, records in batches (default) and one at a
+  time (``batch_max_records=1``); outcomes are what it produced;
+- sink: the sink alone over what the joiner produced, against a bare
+  clickhouse-connect insert of the same rows in the same batches.
+
+Rates run from the first record seen to the last, so group joins and table
+recovery are left out; each is the median of ``--repeat`` runs on fresh
+topics. ``--stack env`` writes bench rows (request ids ``b-...``) into that
+warehouse, the bare insert a second time.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import multiprocessing
+import os
+import queue
 import random
 import socket
+import statistics
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import Settings, load_settings
 from pipeline.stream.config import StreamSettings
 from pipeline.stream.processor import DictStore, Processor, Record, Source
+from pipeline.stream.runner import gc_threshold
 from schemas import EMLabel, InferenceEvent, UserFeedback
 from schemas.examples import inference_event
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+INPUTS = ("inference-events", "em-labels", "user-feedback")
 
 
 def messages(n: int, tag: str) -> list[tuple[Source, InferenceEvent | EMLabel | UserFeedback]]:
@@ -56,12 +76,19 @@ def bench_pure(n: int) -> None:
         Record(source, f"p.{source}", 0, i, m.request_id.encode(), m.to_bytes())
         for i, (source, m) in enumerate(messages(n, "pure"))
     ]
-    processor = Processor(DictStore(), "bench")
-    start = time.perf_counter()
-    emitted = sum(processor.process(r, NOW).outcome is not None for r in records)
-    took = time.perf_counter() - start
-    print(f"pure join: {len(records)} records in {took:.2f} s = {len(records) / took:,.0f} rec/s")
-    print(f"  {emitted} outcomes, {took / len(records) * 1e6:.1f} us per record")
+    with gc_threshold(StreamSettings().gc_gen0_threshold):
+        for cache in (StreamSettings().state_cache_entries, 0):
+            processor = Processor(DictStore(), "bench", cache_entries=cache)
+            start = time.perf_counter()
+            emitted = 0
+            for i in range(0, len(records), 1000):
+                for outcome in processor.process_batch(records[i : i + 1000], NOW).outcomes:
+                    outcome.to_bytes()  # what the joiner sends
+                    emitted += 1
+            took = time.perf_counter() - start
+            print(f"pure join, state cache {cache}: {len(records)} records in {took:.2f} s = "
+                  f"{len(records) / took:,.0f} rec/s ({took / len(records) * 1e6:.1f} us each), "
+                  f"{emitted} outcomes")  # fmt: skip
     start = time.perf_counter()
     list(processor.expire(NOW, 3600.0))  # nothing due: the header fast path
     open_s = time.perf_counter() - start
@@ -99,61 +126,237 @@ def stack(choice: str) -> Iterator[Settings]:
             manager.down(settings)
 
 
-def bench_end_to_end(base: Settings, n: int) -> None:
+def with_inputs(base: Settings, n: int) -> tuple[Settings, int]:
+    """Fresh topics under a new prefix, the workload produced to them; the record count."""
     from confluent_kafka import Producer
 
     from pipeline.stack.topics import ensure_topics
-    from pipeline.stream.runner import Worker
-    from pipeline.warehouse.client import connect
 
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     settings = base.model_copy(
         update={"kafka": base.kafka.model_copy(update={"topic_prefix": prefix})}
     )
     ensure_topics(settings)
-    worker = Worker(settings, StreamSettings(commit_interval_s=0.5, sink_batch_max_s=0.5))
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    if not worker.ready.wait(120):
-        msg = "the worker did not start"
-        raise SystemExit(msg)
-    tag = uuid.uuid4().hex[:6]
-    producer = Producer({**settings.kafka.client_config(), "linger.ms": 5})
-    start = time.perf_counter()
-    for source, message in messages(n, tag):
+    producer = Producer({**settings.kafka.client_config(), "linger.ms": 20})
+    workload = messages(n, uuid.uuid4().hex[:6])
+    for source, message in workload:
         producer.produce(settings.topic(source), key=message.request_id.encode(),
                          value=message.to_bytes())  # fmt: skip
         producer.poll(0)
-    producer.flush(60)
-    produced = time.perf_counter() - start
-    client = connect(settings)
-    sql = "SELECT count() FROM outcomes FINAL WHERE request_id LIKE %(p)s AND version = 3"
-    while client.query(sql, parameters={"p": f"b-{tag}-%"}).result_rows[0][0] < n:
-        if not thread.is_alive():
-            msg = "the worker stopped"
-            raise SystemExit(msg)
-        time.sleep(0.2)
+    assert producer.flush(60) == 0
+    return settings, len(workload)
+
+
+def rate(count: Callable[[], float], total: float, timeout_s: float) -> float | None:
+    """Units/s from the first units counted to ``total``; None on timeout.
+
+    Counters move a batch at a time, so the first batch only starts the clock.
+    """
+    deadline = time.monotonic() + timeout_s
+    while (first := count()) == 0:
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.001)
+    start = time.perf_counter()
+    while count() < total:
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.005)
+    return (total - first) / (time.perf_counter() - start)
+
+
+def raw_consume(settings: Settings, total: int) -> float:
+    from confluent_kafka import Consumer
+
+    conf = {**settings.kafka.client_config(), "group.id": f"raw-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False}  # fmt: skip
+    consumer = Consumer(conf)
+    consumer.subscribe([settings.topic(name) for name in INPUTS])
+    got, first, start = 0, 0, 0.0
+    while got < total:
+        got += sum(1 for m in consumer.consume(10_000, 1.0) if m.error() is None)
+        if got and not first:
+            first, start = got, time.perf_counter()
     took = time.perf_counter() - start
+    consumer.close()
+    return (total - first) / took
+
+
+def faust_floor(settings: Settings, total: int, scheme: str, timeout_s: float) -> float | None:
+    """Records/s of a Faust agent that only counts, or None if it saw none within the timeout.
+
+    In a child process, killed at the end: an app that never got going (the
+    confluent driver) keeps a thread spinning after its stop times out.
+    """
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    child = context.Process(target=_floor, args=(settings, total, scheme, timeout_s, results))
+    child.start()
+    child.join(timeout_s + 60)
+    if child.is_alive():
+        child.kill()
+    try:
+        got: float | None = results.get(timeout=1)
+    except queue.Empty:
+        return None
+    return got
+
+
+def _floor(settings: Settings, total: int, scheme: str, timeout_s: float, results: Any) -> None:
+    import faust
+
+    seen = [0]
+    stream = StreamSettings()
+    app = faust.App(
+        f"floor-{uuid.uuid4().hex[:8]}",
+        broker=f"{scheme}://{settings.kafka.bootstrap_servers}",
+        autodiscover=False, web_enabled=False, topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest", topic_partitions=6,
+        stream_buffer_maxsize=max(4096, 2 * stream.batch_max_records),
+    )  # fmt: skip
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
+           "value_serializer": "raw"}  # fmt: skip
+
+    async def count(records: Any) -> None:
+        async for _ in records.events():
+            seen[0] += 1
+
+    app.agent(app.topic(*[settings.topic(name) for name in INPUTS], **raw), name="count")(count)
+
+    async def run() -> None:
+        await app.start()
+        await asyncio.Event().wait()  # until the process ends
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
+    with gc_threshold(stream.gc_gen0_threshold):
+        thread.start()
+        results.put(rate(lambda: seen[0], total, timeout_s))
+    results.close()
+    results.join_thread()
+    os._exit(0)  # the app's threads are not ours to wait for
+
+
+def run_joiner(settings: Settings, total: int, **update: Any) -> tuple[float, float]:
+    """Input records/s and outcomes/s of the worker without its sink."""
+    from pipeline.stream.runner import Worker
+
+    stream = StreamSettings(app_id=f"joiner-{uuid.uuid4().hex[:6]}", sink_enabled=False, **update)
+    worker = Worker(settings, stream)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    thread.start()
+    records = rate(lambda: worker.metrics.total("stream_records_total"), total, 600)
     stop.set()
     thread.join(60)
+    if records is None:
+        msg = "the joiner did not get through its input in time"
+        raise SystemExit(msg)
+    return records, records * worker.metrics.total("stream_outcomes_total") / total
+
+
+def sink_vs_bare(settings: Settings, batch_rows: int) -> tuple[float, float, int]:
+    """Rows/s of the sink and of bare inserts of the same rows, and the row count."""
+    from clickhouse_connect.driver import options
+    from confluent_kafka import Consumer
+
+    from pipeline.stream.metrics import Metrics
+    from pipeline.stream.sink import Sink
+    from pipeline.stream.writer import SINK_TOPICS, Batch, ClickHouseWriter, SinkRecord
+    from pipeline.warehouse.client import connect
+
+    by_topic = {settings.topic(name): name for name in SINK_TOPICS}
+    conf = {**settings.kafka.client_config(), "group.id": f"read-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False}  # fmt: skip
+    consumer = Consumer(conf)
+    consumer.subscribe(list(by_topic))
+    records: list[SinkRecord] = []
+    quiet = time.monotonic()
+    while time.monotonic() - quiet < 3:  # read until nothing came for 3 s
+        for m in consumer.consume(10_000, 0.5):
+            if m.error() is None:
+                records.append(SinkRecord(by_topic[m.topic()], m.topic(), m.partition(),
+                                          m.offset(), m.value()))  # fmt: skip
+                quiet = time.monotonic()
+    consumer.close()
+    client = connect(settings)
+    client.query("SELECT 1").result_rows  # noqa: B018  # connect before timing
+    getattr(options, "pd", None)  # clickhouse-connect imports pandas at its first insert
+    writer = ClickHouseWriter(lambda: client)
+    chunks = [Batch(records[i : i + batch_rows]) for i in range(0, len(records), batch_rows)]
+    prepared = [writer.prepare(client, chunk) for chunk in chunks]  # before the sink writes
+    expected = sum(len(values) for p in prepared for _, _, values in p.tables)
+
+    metrics = Metrics()
+    stream = StreamSettings(app_id=f"sink-{uuid.uuid4().hex[:6]}", sink_batch_rows=batch_rows)
+    sink = Sink(settings, stream, ClickHouseWriter(lambda: connect(settings), metrics), metrics)
+    stop = threading.Event()
+    thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+    thread.start()
+
+    def written() -> float:
+        # Drained: stop, so the last batch is written now, not when it is old enough.
+        if metrics.total("sink_records_total") >= len(records):
+            stop.set()
+        return metrics.total("sink_rows_total")
+
+    rows = rate(written, expected, 600)
+    stop.set()
+    thread.join(60)
+    if rows is None:
+        msg = "the sink did not write its rows in time"
+        raise SystemExit(msg)
+
+    start = time.perf_counter()
+    for p in prepared:
+        for table, columns, values in p.tables:
+            if values:
+                client.insert(table, values, column_names=columns)
+    bare = time.perf_counter() - start
     client.close()
-    records = worker.metrics.total("stream_records_total")
-    print(f"end to end: {n} requests ({records:.0f} records) produced in {produced:.1f} s,")
-    print(f"  all final outcomes in ClickHouse after {took:.1f} s = {records / took:,.0f} rec/s")
-    print(f"  sink: {worker.metrics.total('sink_rows_total'):.0f} rows in "
-          f"{worker.metrics.total('sink_batches_total'):.0f} batches")  # fmt: skip
+    return rows, expected / bare, expected
+
+
+def bench_stack(base: Settings, n: int, repeat: int) -> None:
+    print(f"\nworkload: {n} requests; rates in input records/s unless named; medians of {repeat}")
+    runs: dict[str, list[float]] = {}
+    for i in range(repeat):
+        settings, total = with_inputs(base, n)  # fresh topics, the same messages
+        got = {"raw": raw_consume(settings, total)}
+        got["floor"] = faust_floor(settings, total, "kafka", 300) or 0.0
+        got["joiner"], got["outcomes"] = run_joiner(settings, total)
+        got["sink"], got["bare"], _ = sink_vs_bare(settings, StreamSettings().sink_batch_rows)
+        print(f"  run {i + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in got.items()))
+        for key, value in got.items():
+            runs.setdefault(key, []).append(value)
+    med = {key: statistics.median(values) for key, values in runs.items()}
+    print(f"raw confluent-kafka consumer: {med['raw']:,.0f} rec/s")
+    print(f"faust floor (aiokafka, agent counts only): {med['floor']:,.0f} rec/s")
+    conf = faust_floor(settings, total, "confluent", 45)
+    print("faust floor (confluent driver): " + (f"{conf:,.0f} rec/s" if conf else
+          "no record within 45 s (the driver never gets a partition assignment)"))  # fmt: skip
+    print(f"joiner, batches of <= {StreamSettings().batch_max_records}: {med['joiner']:,.0f} "
+          f"rec/s, {med['outcomes']:,.0f} outcomes/s")  # fmt: skip
+    one_settings, _ = with_inputs(base, n)
+    one, one_out = run_joiner(one_settings, total, batch_max_records=1)
+    print(f"joiner, one record at a time (one run): {one:,.0f} rec/s, {one_out:,.0f} outcomes/s")
+    print(f"  joiner / raw: records {med['joiner'] / med['raw']:.1%}, outcomes "
+          f"{med['outcomes'] / med['raw']:.1%} (goal >= 25% and >= 10,000/s); "
+          f"joiner / faust floor {med['joiner'] / (med['floor'] or 1):.0%}")  # fmt: skip
+    print(f"sink: {med['sink']:,.0f} rows/s vs bare clickhouse-connect inserts "
+          f"{med['bare']:,.0f} rows/s: {med['sink'] / med['bare']:.0%} (goal >= 70%)")  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--stack", choices=["none", "embedded", "env"], default="none")
+    parser.add_argument("--repeat", type=int, default=3, help="stack runs to take medians of")
     args = parser.parse_args()
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     bench_pure(args.requests)
     if args.stack != "none":
         with stack(args.stack) as settings:
-            bench_end_to_end(settings, args.requests)
+            bench_stack(settings, args.requests, args.repeat)
 
 
 if __name__ == "__main__":

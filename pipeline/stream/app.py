@@ -1,35 +1,49 @@
 """The Faust app of the joiner, built by a factory from settings.
 
-One agent consumes the three co-partitioned inputs (raw bytes) and hands each
-record to the pure :class:`~pipeline.stream.processor.Processor`, whose join
-states live in a Faust table. Faust 0.15 has no working stream-stream join
-(``Join.process`` raises ``NotImplementedError``), so the join is the table.
+One agent consumes the three co-partitioned inputs (raw bytes) in batches
+(``noack_take``: up to ``batch_max_records`` records or ``batch_max_s``
+seconds) and hands each batch to the pure
+:class:`~pipeline.stream.processor.Processor`, whose join states live in a
+Faust table. Faust 0.15 has no working stream-stream join (``Join.process``
+raises ``NotImplementedError``), so the join is the table.
+
+- Batches: a key changed several times in a batch is written to the table
+  (and its changelog) once. Writes name their partition explicitly, since
+  outside per-event iteration Faust cannot infer it from the current event.
+  Records fetched before a rebalance (an older consumer generation) are left
+  alone: Faust delivers them again from the committed offset, or to the new
+  owner.
 
 - Table store: ``memory://`` by default. Faust still writes every change to
   the table's compacted changelog topic and rebuilds the memory store from it
   at start (and on rebalance), so a restart loses nothing but takes time
   proportional to the open entries. ``rocksdb://`` (needs faust's rocksdb
   extra) keeps state on disk between starts.
-- Delivery: at least once. Faust flushes produced outcomes, dead letters and
-  changelog records before it commits input offsets; a crash in between
-  replays inputs, which the join absorbs as duplicates or re-emits as
-  identical row versions.
+- Delivery: at least once. A batch's records are acknowledged only after
+  its outcomes, dead letters and changelog records are in the producer, and
+  Faust flushes the producer before it commits input offsets; a crash in
+  between replays inputs, which the join absorbs as duplicates or re-emits as
+  identical row versions. A batch that fails is never acknowledged.
 - Failure policy: bad input is dead-lettered and consumption goes on. Any
-  other exception in the agent or the sweeper is reported to ``on_fatal`` and
-  crashes the agent with ``CrashingSupervisor`` (Faust's default supervisor
-  would restart it past the failing record: a silent loss).
+  other exception in the agent or the sweeper, and any record the producer
+  fails to deliver, is reported to ``on_fatal``; the agent crashes with
+  ``CrashingSupervisor`` (Faust's default supervisor would restart it past
+  the failing batch: a silent loss).
+- Driver: aiokafka. Faust's ``confluent://`` driver in 0.15.3 never gets a
+  partition assignment against Kafka 4.1 (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.config import KafkaSettings, Settings
 from pipeline.stream.config import StreamSettings
+from pipeline.stream.faust_io import Sender, TableStore
 from pipeline.stream.metrics import Metrics
 from pipeline.stream.processor import INPUTS, Processor, Record, Source
 
@@ -69,36 +83,6 @@ def faust_credentials(kafka: KafkaSettings) -> Any:
     return faust.SSLCredentials(context)
 
 
-class TableStore:
-    """A :class:`~pipeline.stream.processor.StateStore` over a Faust table of bytes."""
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-
-    def get(self, key: str) -> bytes | None:
-        """The state of ``key``, or None."""
-        value: bytes | None = self.table.get(key.encode())
-        return value
-
-    def put(self, key: str, value: bytes) -> None:
-        """Assign (never mutate): Faust only logs a value when it is reassigned."""
-        self.table[key.encode()] = value
-
-    def delete(self, key: str, shard: int) -> None:
-        """Delete outside an agent, where Faust cannot infer the partition: log it ourselves."""
-        raw_key = key.encode()
-        self.table.data.pop(raw_key, None)
-        self.table.send_changelog(shard, raw_key, None, value_serializer="raw")
-
-    def forget(self, key: str) -> None:
-        """Drop the local copy only; the partition's owner keeps the changelog."""
-        self.table.data.pop(key.encode(), None)
-
-    def items(self) -> Iterable[tuple[str, bytes]]:
-        """A snapshot of the local entries."""
-        return [(key.decode(), value) for key, value in list(self.table.data.items())]
-
-
 @dataclass
 class Joiner:
     """The built app and what the runner needs to watch it."""
@@ -128,13 +112,18 @@ def build_app(
         broker_credentials=faust_credentials(settings.kafka),
         broker_client_id=settings.kafka.client_id,
         broker_commit_interval=stream.commit_interval_s,
+        broker_max_poll_records=stream.max_poll_records,
         store=stream.store,
         autodiscover=False,
         web_enabled=False,
         topic_partitions=partitions,
         topic_disable_leader=True,  # the leader topic serves features we do not use
         consumer_auto_offset_reset="earliest",
+        # The agent's buffer: room for a full batch while the previous one is processed.
+        stream_buffer_maxsize=max(4096, 2 * stream.batch_max_records),
         producer_acks=-1,
+        producer_linger=stream.producer_linger_s,
+        producer_max_batch_size=stream.producer_batch_bytes,
         agent_supervisor=CrashingSupervisor,
     )
     by_topic: dict[str, Source] = {settings.topic(name): name for name in INPUTS}
@@ -145,8 +134,6 @@ def build_app(
         "value_serializer": "raw",
     }
     inputs = app.topic(*by_topic, **raw)
-    outcomes = app.topic(settings.topic("outcomes"), **raw)
-    dead_letters = app.topic(settings.topic("dead-letters"), **raw)
     table = app.Table(
         TABLE,
         key_type=bytes,
@@ -154,27 +141,50 @@ def build_app(
         partitions=partitions,
         help="Join state per request_id (JoinState bytes).",
     )
-    processor = Processor(TableStore(table), stream.effective_worker_id(), metrics)
+    outcomes_topic = settings.topic("outcomes")
+    letters_topic = settings.topic("dead-letters")
     events_topic = settings.topic("inference-events")
 
-    async def joiner(records: Any) -> None:
-        async for event in records.events():
+    sender = Sender(app, on_fatal)
+    store = TableStore(table, sender)
+    processor = Processor(
+        store, stream.effective_worker_id(), metrics, cache_entries=stream.state_cache_entries
+    )
+
+    async def handle(events: Sequence[Any]) -> None:
+        generation = app.consumer_generation_id
+        records: list[Record] = []
+        current: list[Any] = []
+        for event in events:
             message = event.message
-            record = Record(
-                by_topic[message.topic],
-                message.topic,
-                message.partition,
-                message.offset,
-                message.key,
-                message.value,
+            if message.generation_id != generation:
+                continue  # fetched before a rebalance: delivered again
+            current.append(event)
+            records.append(
+                Record(
+                    by_topic[message.topic],
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    message.value,
+                )
             )
+        result = processor.process_batch(records, clock())
+        await store.send_changelog()
+        for outcome in result.outcomes:
+            await sender.send(outcomes_topic, outcome.request_id.encode(), outcome.to_bytes())
+        for letter in result.dead_letters:
+            await sender.send(letters_topic, letter.key, letter.to_bytes())
+        # Everything is in the producer: the flush before the next commit covers it.
+        for event in current:
+            event.ack()
+
+    async def joiner(stream_: Any) -> None:
+        batches = stream_.noack_take(stream.batch_max_records, within=stream.batch_max_s)
+        async for events in batches:
             try:
-                result = processor.process(record, clock())
-                if result.outcome is not None:
-                    key = result.outcome.request_id.encode()
-                    await outcomes.send(key=key, value=result.outcome.to_bytes())
-                if result.dead_letter is not None:
-                    await dead_letters.send(key=message.key, value=result.dead_letter.to_bytes())
+                await handle(events)
             except Exception as exc:
                 on_fatal(exc)
                 raise
@@ -186,7 +196,8 @@ def build_app(
         try:
             owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic}
             for outcome in processor.expire(clock(), stream.join_window_s, owned):
-                await outcomes.send(key=outcome.request_id.encode(), value=outcome.to_bytes())
+                await sender.send(outcomes_topic, outcome.request_id.encode(), outcome.to_bytes())
+            await store.send_changelog()
         except Exception as exc:
             on_fatal(exc)
             raise

@@ -34,6 +34,20 @@ class StreamSettings(BaseModel):
     """How often the joiner commits; produced outcomes are flushed before each commit."""
     store: str = Field(default="memory://", pattern=r"^(memory|rocksdb)://")
     """Faust table store; memory rebuilds from the changelog at every start."""
+    batch_max_records: int = Field(default=1000, ge=1, le=100_000)
+    """The joiner processes up to this many records at a time..."""
+    batch_max_s: float = Field(default=0.05, gt=0)
+    """...or what arrived within this many seconds."""
+    max_poll_records: int | None = Field(default=None, ge=1)
+    """Records per consumer fetch (Faust ``broker_max_poll_records``); None: no limit."""
+    producer_linger_s: float = Field(default=0.005, ge=0)
+    """How long the producer waits to fill a batch of outcomes and changelog records."""
+    producer_batch_bytes: int = Field(default=262_144, ge=1024)
+    """The producer's batch size per partition."""
+    state_cache_entries: int = Field(default=20_000, ge=0)
+    """Decoded join states kept in memory (about 5 kB each); 0 decodes on every read."""
+    gc_gen0_threshold: int | None = Field(default=50_000, ge=1)
+    """Allocations between young-generation GC runs while the worker runs; None: Python's."""
     sink_enabled: bool = True
     """Run the ClickHouse sink in the worker process."""
     sink_batch_rows: int = Field(default=5000, ge=1, le=1_000_000)

@@ -6,6 +6,7 @@
     - SinkError: the sink met a row ClickHouse will never accept.
 - PipelineError
     - WorkerCrashedError: an agent, the sweeper or the sink failed; the worker stopped.
+    - JoinStateError: a join state in the table cannot be read back.
 """
 
 from __future__ import annotations
@@ -23,3 +24,11 @@ class SinkError(WarehouseError):
 
 class WorkerCrashedError(PipelineError):
     """A part of the worker failed and the worker stopped: read the cause, fix it, restart."""
+
+
+class JoinStateError(PipelineError):
+    """A stored join state cannot be read: a bug or an incompatible upgrade.
+
+    The worker stops rather than guess. Fix the reader, or delete the app's
+    changelog topic and consumer group to rebuild the state from the inputs.
+    """

@@ -24,65 +24,42 @@ ends in the same final outcome:
   orphan; a joined entry is simply dropped. Input arriving after its entry
   expired starts a new entry (and usually ends as an orphan).
 
-The state serialises to bytes (:meth:`JoinState.to_bytes`) so it can live in
-a Faust table; it is immutable, so every change is a reassignment, which is
-what makes Faust write it to the changelog.
+The state (:mod:`pipeline.stream.state`) serialises to bytes so it can live
+in a Faust table; it is immutable, so every change is a reassignment, which
+is what makes Faust write it to the changelog. ``on_event`` and ``on_label``
+take the message's wire bytes too, when the caller has them, so the state
+stores them as they are instead of serialising the model again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal, Self
-
-from pydantic import BaseModel, ConfigDict
+from typing import Literal
 
 from pipeline.stream.em import score
+from pipeline.stream.state import JoinState
 from schemas.inference import InferenceEvent
 from schemas.labels import EMLabel, UserFeedback
 from schemas.outcome import Outcome
+
+__all__ = [
+    "MAX_INPUTS_PER_REQUEST",
+    "Expiry",
+    "JoinState",
+    "Step",
+    "build_outcome",
+    "expire",
+    "on_event",
+    "on_feedback",
+    "on_label",
+]
 
 MAX_INPUTS_PER_REQUEST = 1024
 """Distinct inputs one entry absorbs; more are refused so one key cannot grow without bound."""
 
 StepKind = Literal["pending", "emitted", "duplicate", "overflow"]
 ExpiryKind = Literal["open", "joined", "unlabeled", "orphan_label", "orphan_feedback"]
-
-
-class JoinState(BaseModel):
-    """Everything known about one request while its join window is open."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    shard: int
-    """The input partition the entry belongs to (where its changelog record goes)."""
-    first_seen: float
-    """Processing time of the first input, Unix seconds; the window starts here."""
-    event: InferenceEvent | None = None
-    label: EMLabel | None = None
-    event_ids: tuple[str, ...] = ()
-    label_ids: tuple[str, ...] = ()
-    feedback: tuple[tuple[str, int], ...] = ()
-    """``(feedback_id, rating)`` pairs, sorted by id."""
-
-    @property
-    def version(self) -> int:
-        """The number of distinct inputs absorbed: the version of the next outcome."""
-        return len(self.event_ids) + len(self.label_ids) + len(self.feedback)
-
-    @property
-    def joined(self) -> bool:
-        """True once both the event and a label are present."""
-        return self.event is not None and self.label is not None
-
-    def to_bytes(self) -> bytes:
-        """The table value."""
-        return self.model_dump_json().encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        """Read a table value written by :meth:`to_bytes`."""
-        return cls.model_validate_json(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,36 +129,46 @@ def _full(state: JoinState) -> bool:
     return state.version >= MAX_INPUTS_PER_REQUEST
 
 
-def on_event(state: JoinState | None, event: InferenceEvent, *, shard: int, now: datetime) -> Step:
-    """Absorb an inference event."""
+def on_event(
+    state: JoinState | None,
+    event: InferenceEvent,
+    *,
+    shard: int,
+    now: datetime,
+    raw: bytes = b"",
+) -> Step:
+    """Absorb an inference event (``raw``: the bytes it was validated from, if known)."""
     current = _fresh(state, shard, now)
     if event.event_id in current.event_ids:
         return Step(current, "duplicate")
     if _full(current):
         return Step(current, "overflow")
-    kept = current.event
+    kept, kept_raw = current.event, current.event_raw
     if kept is None or (event.ts, event.event_id) > (kept.ts, kept.event_id):
-        kept = event
-    nxt = current.model_copy(
-        update={"event": kept, "event_ids": _insert(current.event_ids, event.event_id)}
-    )
-    return _after_absorb(nxt, now)
+        kept, kept_raw = event, raw
+    ids = _insert(current.event_ids, event.event_id)
+    return _after_absorb(replace(current, event=kept, event_raw=kept_raw, event_ids=ids), now)
 
 
-def on_label(state: JoinState | None, label: EMLabel, *, shard: int, now: datetime) -> Step:
-    """Absorb an EM label."""
+def on_label(
+    state: JoinState | None,
+    label: EMLabel,
+    *,
+    shard: int,
+    now: datetime,
+    raw: bytes = b"",
+) -> Step:
+    """Absorb an EM label (``raw``: the bytes it was validated from, if known)."""
     current = _fresh(state, shard, now)
     if label.label_id in current.label_ids:
         return Step(current, "duplicate")
     if _full(current):
         return Step(current, "overflow")
-    kept = current.label
+    kept, kept_raw = current.label, current.label_raw
     if kept is None or (label.ts, label.label_id) > (kept.ts, kept.label_id):
-        kept = label
-    nxt = current.model_copy(
-        update={"label": kept, "label_ids": _insert(current.label_ids, label.label_id)}
-    )
-    return _after_absorb(nxt, now)
+        kept, kept_raw = label, raw
+    ids = _insert(current.label_ids, label.label_id)
+    return _after_absorb(replace(current, label=kept, label_raw=kept_raw, label_ids=ids), now)
 
 
 def on_feedback(
@@ -194,7 +181,7 @@ def on_feedback(
     if _full(current):
         return Step(current, "overflow")
     pairs = tuple(sorted((*current.feedback, (feedback.feedback_id, feedback.rating))))
-    return _after_absorb(current.model_copy(update={"feedback": pairs}), now)
+    return _after_absorb(replace(current, feedback=pairs), now)
 
 
 def expire(state: JoinState, now: datetime, window_s: float) -> Expiry:

@@ -12,6 +12,8 @@ import threading
 from collections.abc import Mapping
 
 _Labels = tuple[tuple[str, str], ...]
+Series = tuple[str, _Labels]
+"""One series: the metric name and its labels as sorted ``(name, value)`` pairs."""
 
 HELP: Mapping[str, tuple[str, str]] = {
     "stream_records_total": ("counter", "Input records consumed by the joiner, by topic."),
@@ -20,6 +22,7 @@ HELP: Mapping[str, tuple[str, str]] = {
     "stream_outcomes_total": ("counter", "Outcomes produced, by reason (joined or unlabeled)."),
     "stream_orphans_total": ("counter", "Expired entries without an inference event, by kind."),
     "stream_join_entries": ("gauge", "Open join entries held by this worker."),
+    "sink_records_total": ("counter", "Records the sink consumed."),
     "sink_rows_total": ("counter", "Rows inserted into ClickHouse, by table."),
     "sink_batches_total": ("counter", "Batches written and committed by the sink."),
     "sink_skipped_total": ("counter", "Records the sink skipped, by reason."),
@@ -51,6 +54,13 @@ class Metrics:
         with self._lock:
             series = self._values.setdefault(name, {})
             series[key] = series.get(key, 0) + amount
+
+    def add(self, counts: Mapping[Series, float]) -> None:
+        """Add many counter increments under one lock (what a batch counted)."""
+        with self._lock:
+            for (name, labels), amount in counts.items():
+                series = self._values.setdefault(name, {})
+                series[labels] = series.get(labels, 0) + amount
 
     def set(self, name: str, value: float, **labels: str) -> None:
         """Set a gauge."""

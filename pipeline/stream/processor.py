@@ -1,27 +1,48 @@
 """Records in, outcomes and dead letters out: the joiner without Kafka or Faust.
 
-:class:`Processor` decodes one input record with its contract, checks that
+:class:`Processor` decodes each input record with its contract, checks that
 it is keyed by its ``request_id`` (the join relies on co-partitioning by that
-key), runs the join transition on the state in a :class:`StateStore`, and
-says what to produce. Bad input is data, not an exception: it comes back as a
-:class:`~schemas.DeadLetter` that keeps the raw bytes and where they came
-from, and processing goes on. The only exception is a join state that cannot
-be read back, a bug or a bad upgrade, which must stop the worker loudly.
+key), runs the join transition on the state in a
+:class:`~pipeline.stream.store.StateStore`, and says what to produce. Bad
+input is data, not an exception: it comes back as a :class:`~schemas.DeadLetter`
+that keeps the raw bytes and where they came from, and processing goes on.
+The only exception is a join state that cannot be read back, a bug or a bad
+upgrade, which must stop the worker loudly.
+
+Records are processed in batches (:meth:`Processor.process_batch`): a key's
+state is read once, carried through the batch's records in memory and
+written back once at the end, so a batch costs one store write (one
+changelog record) per key it changed, and its counters take one lock.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterable, Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal
 
 from pydantic import ValidationError
 
 from pipeline.stream import join
-from pipeline.stream.metrics import Metrics
+from pipeline.stream.metrics import Metrics, Series
+from pipeline.stream.store import DictStore, StateCache, StateStore
 from schemas import DeadLetter, EMLabel, ErrorKind, InferenceEvent, Outcome, UserFeedback
+
+__all__ = [
+    "INPUTS",
+    "Batch",
+    "DictStore",
+    "Processor",
+    "Record",
+    "RejectedError",
+    "Result",
+    "Source",
+    "StateStore",
+    "decode",
+]
 
 Source = Literal["inference-events", "em-labels", "user-feedback"]
 INPUTS: tuple[Source, ...] = ("inference-events", "em-labels", "user-feedback")
@@ -32,8 +53,8 @@ _CONTRACTS: dict[Source, type[InferenceEvent] | type[EMLabel] | type[UserFeedbac
     "em-labels": EMLabel,
     "user-feedback": UserFeedback,
 }
-# JoinState serialises its fields in declaration order, so the two numbers a
-# sweep needs sit at the front; reading them avoids parsing every event.
+# A join state's bytes start with the two numbers a sweep needs; reading them
+# avoids decoding every open entry (see pipeline.stream.state).
 _HEADER = re.compile(rb'^\{"shard":(-?\d+),"first_seen":([0-9.eE+-]+),')
 
 
@@ -47,52 +68,6 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
-
-
-class StateStore(Protocol):
-    """Where join states live: a Faust table in the worker, a dict in tests."""
-
-    def get(self, key: str) -> bytes | None:
-        """The state of ``key``, or None."""
-
-    def put(self, key: str, value: bytes) -> None:
-        """Store a state while processing a record of the key's partition."""
-
-    def delete(self, key: str, shard: int) -> None:
-        """Remove a state outside record processing; ``shard`` is its partition."""
-
-    def forget(self, key: str) -> None:
-        """Drop a local copy of a state this worker no longer owns (no changelog)."""
-
-    def items(self) -> Iterable[tuple[str, bytes]]:
-        """Every state held locally."""
-
-
-class DictStore:
-    """A :class:`StateStore` over a plain dict."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        """The state of ``key``, or None."""
-        return self.data.get(key)
-
-    def put(self, key: str, value: bytes) -> None:
-        """Store a state."""
-        self.data[key] = value
-
-    def delete(self, key: str, shard: int) -> None:
-        """Remove a state."""
-        self.data.pop(key, None)
-
-    def forget(self, key: str) -> None:
-        """Remove a state."""
-        self.data.pop(key, None)
-
-    def items(self) -> Iterable[tuple[str, bytes]]:
-        """A snapshot of every state."""
-        return list(self.data.items())
 
 
 class RejectedError(Exception):
@@ -136,38 +111,94 @@ class Result:
     dead_letter: DeadLetter | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What to produce for a batch of records, in input order."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+def _series(name: str, **labels: str) -> Series:
+    return name, tuple(sorted(labels.items()))
+
+
+_RECORDS = {source: _series("stream_records_total", topic=source) for source in INPUTS}
+_STEPS = {
+    (source, kind): _series("stream_join_steps_total", input=source, result=kind)
+    for source in INPUTS
+    for kind in ("pending", "emitted", "duplicate", "overflow")
+}
+_JOINED = _series("stream_outcomes_total", reason="joined")
+
+
 class Processor:
     """The join over a state store, with its counters."""
 
-    def __init__(self, store: StateStore, worker_id: str, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        store: StateStore,
+        worker_id: str,
+        metrics: Metrics | None = None,
+        *,
+        cache_entries: int = 20_000,
+    ) -> None:
         self.store = store
         self.worker_id = worker_id
         self.metrics = metrics or Metrics()
+        self.cache = StateCache(cache_entries)
 
     def process(self, record: Record, now: datetime) -> Result:
         """Handle one input record."""
-        self.metrics.inc("stream_records_total", topic=record.source)
-        try:
-            message = decode(record)
-        except RejectedError as exc:
-            self.metrics.inc("stream_dead_letters_total", topic=record.source, kind=exc.kind)
-            return Result(dead_letter=self._dead_letter(record, exc, now))
-        key = message.request_id
+        batch = self.process_batch([record], now)
+        return Result(
+            outcome=batch.outcomes[0] if batch.outcomes else None,
+            dead_letter=batch.dead_letters[0] if batch.dead_letters else None,
+        )
+
+    def process_batch(self, records: Sequence[Record], now: datetime) -> Batch:
+        """Handle records in order; write each changed state back once, at the end.
+
+        Raises:
+            JoinStateError: a stored state cannot be read; nothing of the batch is written.
+        """
+        counts: Counter[Series] = Counter()
+        changed: dict[str, join.JoinState] = {}
+        out = Batch()
+        for record in records:
+            counts[_RECORDS[record.source]] += 1
+            try:
+                message = decode(record)
+            except RejectedError as exc:
+                letters = _series("stream_dead_letters_total", topic=record.source, kind=exc.kind)
+                counts[letters] += 1
+                out.dead_letters.append(self._dead_letter(record, exc, now))
+                continue
+            key = message.request_id
+            state = changed[key] if key in changed else self._load(key)
+            shard = record.partition
+            if isinstance(message, InferenceEvent):
+                step = join.on_event(state, message, shard=shard, now=now, raw=record.value or b"")
+            elif isinstance(message, EMLabel):
+                step = join.on_label(state, message, shard=shard, now=now, raw=record.value or b"")
+            else:
+                step = join.on_feedback(state, message, shard=shard, now=now)
+            counts[_STEPS[record.source, step.kind]] += 1
+            if step.changed:
+                changed[key] = step.state
+            if step.outcome is not None:
+                counts[_JOINED] += 1
+                out.outcomes.append(step.outcome)
+        for key, state in changed.items():
+            raw = state.to_bytes()
+            self.store.put(key, raw, state.shard)  # a new value: Faust logs it
+            self.cache.remember(key, raw, state)
+        self.metrics.add(counts)
+        return out
+
+    def _load(self, key: str) -> join.JoinState | None:
         raw = self.store.get(key)
-        state = join.JoinState.from_bytes(raw) if raw is not None else None
-        shard = record.partition
-        if isinstance(message, InferenceEvent):
-            step = join.on_event(state, message, shard=shard, now=now)
-        elif isinstance(message, EMLabel):
-            step = join.on_label(state, message, shard=shard, now=now)
-        else:
-            step = join.on_feedback(state, message, shard=shard, now=now)
-        self.metrics.inc("stream_join_steps_total", input=record.source, result=step.kind)
-        if step.changed:
-            self.store.put(key, step.state.to_bytes())  # a new value: Faust logs it
-        if step.outcome is not None:
-            self.metrics.inc("stream_outcomes_total", reason="joined")
-        return Result(outcome=step.outcome)
+        return self.cache.load(key, raw) if raw is not None else None
 
     def _dead_letter(self, record: Record, exc: RejectedError, now: datetime) -> DeadLetter:
         return DeadLetter.capture(
@@ -203,15 +234,17 @@ class Processor:
             shard, first_seen = (int(header[1]), float(header[2])) if header else _parse_header(raw)
             if shards is not None and shard not in shards:
                 self.store.forget(key)
+                self.cache.drop(key)
                 continue
             if first_seen > deadline:
                 held += 1
                 continue
-            expiry = join.expire(join.JoinState.from_bytes(raw), now, window_s)
+            expiry = join.expire(self.cache.load(key, raw), now, window_s)
             if expiry.kind == "open":  # only if the header and the body disagree
                 held += 1
                 continue
             self.store.delete(key, shard)
+            self.cache.drop(key)
             if expiry.kind in {"orphan_label", "orphan_feedback"}:
                 self.metrics.inc("stream_orphans_total", kind=expiry.kind)
             if expiry.outcome is not None:
@@ -221,5 +254,5 @@ class Processor:
 
 
 def _parse_header(raw: bytes) -> tuple[int, float]:
-    state = join.JoinState.from_bytes(raw)
+    state = join.JoinState.from_bytes(raw)  # an unexpected layout: read it all
     return state.shard, state.first_seen

@@ -14,9 +14,12 @@ commits), then the sink writes its buffer to ClickHouse and commits.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from pipeline.config import Settings
@@ -32,6 +35,25 @@ from pipeline.stream.writer import ClickHouseWriter
 log = logging.getLogger(__name__)
 
 _WATCH_S = 0.2
+
+
+@contextmanager
+def gc_threshold(gen0: int | None) -> Iterator[None]:
+    """Run with the garbage collector's youngest generation collected every ``gen0`` allocations.
+
+    The worker allocates a few hundred objects per record; at CPython's
+    default (700) collections took a fifth of the joiner's time (see
+    BENCHMARKS.md). The previous thresholds come back on exit. None: leave them.
+    """
+    if gen0 is None:
+        yield
+        return
+    before = gc.get_threshold()
+    gc.set_threshold(gen0, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 class Worker:
@@ -71,7 +93,8 @@ class Worker:
         """
         partitions = check_topics(self.settings)
         ensure_changelog(self.settings, changelog_topic(self.settings, self.stream), partitions)
-        asyncio.run(self._main(partitions, stop or threading.Event()))
+        with gc_threshold(self.stream.gc_gen0_threshold):
+            asyncio.run(self._main(partitions, stop or threading.Event()))
         if self._failure is not None:
             msg = f"the stream worker stopped after a failure: {self._failure!r}"
             raise WorkerCrashedError(msg) from self._failure

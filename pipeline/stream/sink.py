@@ -80,8 +80,12 @@ class Sink:
         try:
             while not stop.is_set():
                 room = self.stream.sink_batch_rows - len(self._batch.records)
-                for message in self._consumer.consume(num_messages=max(room, 1), timeout=0.1):
+                messages = self._consumer.consume(num_messages=max(room, 1), timeout=0.1)
+                for message in messages:
                     self._add(message)
+                if messages:
+                    self.metrics.inc("sink_records_total", len(messages))
+                    self.metrics.set("sink_buffered_records", len(self._batch.records))
                 if self._due():
                     self._flush(stop)
             self._flush(stop)
@@ -113,7 +117,6 @@ class Sink:
         if not self._batch.records:
             self._opened = time.monotonic()
         self._batch.records.append(record)
-        self.metrics.set("sink_buffered_records", len(self._batch.records))
 
     def _due(self) -> bool:
         size = len(self._batch.records)
@@ -168,6 +171,7 @@ class Sink:
             message = self._consumer.poll(min(0.1, max(deadline - time.monotonic(), 0)))
             if message is not None:
                 self._add(message)
+                self.metrics.inc("sink_records_total")
 
     def _pause(self, on: bool) -> None:
         if on == self._retrying:

@@ -89,11 +89,14 @@ class Batch:
             spans[(rec.topic, rec.partition)] = (min(first, rec.offset), max(last, rec.offset))
         return spans
 
-    def token(self, table: str) -> str:
-        """The deduplication token of this batch's insert into ``table``."""
+    def digest(self) -> str:
+        """A digest of the batch's offset ranges: the same records, the same digest."""
         lines = sorted(f"{t}:{p}:{a}-{b}" for (t, p), (a, b) in self.ranges().items())
-        digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:32]
-        return f"{table}:{digest}"
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:32]
+
+    def token(self, table: str, digest: str | None = None) -> str:
+        """The deduplication token of this batch's insert into ``table``."""
+        return f"{table}:{digest or self.digest()}"
 
 
 def classify(exc: BaseException, what: str) -> Exception:
@@ -157,10 +160,12 @@ class ClickHouseWriter:
         if batch.prepared is None:
             batch.prepared = self.prepare(client, batch)
         written: dict[str, int] = {}
+        digest = batch.digest()
         for table, columns, values in batch.prepared.tables:
             if not values:
                 continue
-            settings = {**_INSERT_SETTINGS, "insert_deduplication_token": batch.token(table)}
+            token = batch.token(table, digest)
+            settings = {**_INSERT_SETTINGS, "insert_deduplication_token": token}
             try:
                 client.insert(table, values, column_names=columns, settings=settings)
             except Exception as exc:

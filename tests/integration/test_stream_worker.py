@@ -295,6 +295,20 @@ def test_a_failing_agent_stops_the_worker_loudly(isolated: Settings) -> None:
     assert not run.thread.is_alive(), "the worker kept running after its agent failed"
     assert len(run.errors) == 1 and isinstance(run.errors[0], WorkerCrashedError)
     assert "injected failure" in str(run.errors[0])
+    # The failed batch was never acknowledged: a restart reads the record again.
+    assert committed_inputs(isolated, isolated.topic(FAST.app_id)) == 0
+
+
+def committed_inputs(settings: Settings, group: str) -> int:
+    """The offsets a consumer group has committed on the inference-events topic, summed."""
+    topic = settings.topic("inference-events")
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        offsets = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
+        return sum(max(tp.offset, 0) for tp in offsets)
+    finally:
+        consumer.close()
 
 
 def test_inputs_with_unequal_partitions_are_refused(isolated: Settings) -> None:
