@@ -31,10 +31,10 @@ from pipeline.optimizer.curve import Batch
 
 _EXPLORATION_SQL = """
 SELECT t.tenant, t.task, t.length_bucket, t.request_id, t.idx, t.tokens, t.confidence,
-       t.em, o.em, o.tokens_generated
+       t.em, o.em, o.tokens_generated, o.model, o.ts
 FROM trajectory_points AS t FINAL
 INNER JOIN (
-    SELECT request_id, em, tokens_generated
+    SELECT request_id, em, tokens_generated, model, ts
     FROM outcomes FINAL
     WHERE policy_name = {policy:String} AND exploration AND labeled AND em IS NOT NULL
       AND ts >= {since:DateTime64(3, 'UTC')}
@@ -88,6 +88,23 @@ def batches_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, Batch]:
     return {key: _pack(items) for key, items in sorted(per_key.items())}
 
 
+def newest_model_only(rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
+    """Keep, per segment key, the rows of the model that served its newest request.
+
+    A row is ``(tenant, task, bucket, request_id, idx, tokens, confidence, em,
+    full_em, full_tokens, model, ts)``; the result drops ``model`` and ``ts``,
+    ready for :func:`batches_from_rows`, in the same order.
+    """
+    rows = list(rows)
+    newest: dict[tuple[Any, Any, Any], tuple[Any, Any]] = {}
+    for row in rows:
+        key, model, ts = (row[0], row[1], row[2]), row[10], row[11]
+        seen = newest.get(key)
+        if seen is None or ts > seen[1] or (ts == seen[1] and model > seen[0]):
+            newest[key] = (model, ts)
+    return [row[:10] for row in rows if newest[row[0], row[1], row[2]][0] == row[10]]
+
+
 def _pack(items: list[tuple[list[int], list[float], list[bool], bool, int]]) -> Batch:
     k = max(len(t[0]) for t in items)
     n = len(items)
@@ -111,7 +128,7 @@ def _pack(items: list[tuple[list[int], list[float], list[bool], bool, int]]) -> 
 def read_exploration(client: Any, policy_name: str, since: datetime) -> dict[str, Batch]:
     """Labeled exploration samples of ``policy_name`` since ``since``, by segment key."""
     result = client.query(_EXPLORATION_SQL, parameters={"policy": policy_name, "since": since})
-    return batches_from_rows(result.result_rows)
+    return batches_from_rows(newest_model_only(result.result_rows))
 
 
 @dataclass(frozen=True, slots=True)

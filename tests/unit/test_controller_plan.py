@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pipeline.controller import plan
 from pipeline.node.verify import Limits
 from pipeline.optimizer import Verdict
-from pipeline.optimizer.reader import Observation, batches_from_rows, pair_arms
+from pipeline.optimizer.reader import Observation, batches_from_rows, newest_model_only, pair_arms
 from pipeline.optimizer.sequential import Evidence
 from schemas import PolicyBody, SegmentPolicy
 from tests.unit._optimizer_data import spec_with
@@ -75,6 +75,24 @@ def test_exploration_rows_become_a_batch_and_partly_labeled_requests_are_dropped
     assert acme.correct[0].tolist() == [False, True]
     assert bool(acme.full_correct[0]) and int(acme.full_tokens[0]) == 30
     assert not bool(batches["beta/qa/long"].full_correct[0])
+
+
+def test_a_model_swap_restarts_calibration_of_the_keys_it_serves() -> None:
+    def row(key: str, rid: str, model: str, ts: int) -> tuple[object, ...]:
+        tenant, task, bucket = key.split("/")
+        return (tenant, task, bucket, rid, 0, 10, 0.9, True, True, 30, model, ts)
+
+    rows = [
+        row("acme/qa/short", "r1", "v1", 1),
+        row("acme/qa/short", "r2", "v2", 3),  # the swap
+        row("acme/qa/short", "r3", "v1", 2),  # older than the swap: dropped
+        row("beta/qa/long", "r4", "v1", 5),  # another key still on v1: kept
+    ]
+    kept = newest_model_only(rows)
+    assert [r[3] for r in kept] == ["r2", "r4"]
+    assert all(len(r) == 10 for r in kept)
+    batches = batches_from_rows(kept)
+    assert len(batches["acme/qa/short"]) == 1 and len(batches["beta/qa/long"]) == 1
 
 
 @pytest.mark.parametrize(
