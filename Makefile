@@ -1,11 +1,12 @@
-# One command each: `make run` (stack + smoke round trip), `make test`,
-# `make lint`, `make typecheck`. Each creates the venv and installs what it needs.
+# One command each: `make run` (the closed loop: `pipeline demo` on the embedded
+# stack), `make test`, `make lint`, `make typecheck`, `make bench`, `make smoke`.
+# Each creates the venv and installs what it needs.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint typecheck fmt down status clean
+.PHONY: venv run smoke bench test lint typecheck fmt down status clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,8 +17,14 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/pipeline demo
+
+smoke: $(STAMP)
 	$(BIN)/pipeline up
 	$(BIN)/pipeline smoke
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -43,10 +43,11 @@ def summary(result: DemoResult) -> Table:
     """The closing table: acceptance figures and what ran."""
     stopped = " (interrupted)" if result.interrupted else ""
     table = Table(title=f"demo {result.config.run_id}{stopped}")
-    for col in ("figure", "value", "against"):
+    for col in ("figure", "value", "met", "against"):
         table.add_column(col)
     for f in result.figures:
-        table.add_row(f.name, f.value, f.against)
+        met = "" if f.ok is None else ("yes" if f.ok else "NO")
+        table.add_row(f.name, f.value, met, f.against)
     reg = result.registry
     table.add_row("policy versions registered", str(reg.versions), f"production v{reg.production}")
     acked = sorted(set(result.acked.values()))
@@ -64,7 +65,7 @@ def summary(result: DemoResult) -> Table:
 def demo(
     duration: float = typer.Option(240.0, min=30.0, help="Seconds of traffic (drift halfway)."),
     nodes: int = typer.Option(4, min=1, max=64, help="Simulated inference nodes."),
-    rate: float = typer.Option(40.0, min=1.0, help="Requests per second, whole fleet."),
+    rate: float = typer.Option(150.0, min=1.0, help="Requests per second, whole fleet."),
     seed: int = typer.Option(0, help="Seed of the traffic and the ground truth."),
     period: float | None = typer.Option(None, help="Seconds between optimize cycles."),
     canary_share: float = typer.Option(0.0, min=0.0, max=0.5, help="Canary share (0: none)."),

@@ -31,6 +31,8 @@ class Figure:
     name: str
     value: str
     against: str
+    ok: bool | None = None
+    """Whether an acceptance criterion holds (None: a figure with no criterion, or n/a)."""
 
 
 def _window(samples: list[Sample], start_s: float) -> tuple[Sample, Sample] | None:
@@ -67,7 +69,7 @@ def figures(result: DemoResult, budget: int = 4096) -> list[Figure]:
         out.append(Figure("fleet token saving (final third)", f"{saving:.1%}",
                           f"all requests, {share:.0%} exploration runs to the end"))  # fmt: skip
         out.append(Figure("served-request saving (estimate)", f"{served:.1%}",
-                          "fleet saving / (1 - exploration share)"))  # fmt: skip
+                          "fleet saving / (1 - exploration share)", served > 0))  # fmt: skip
         out += [_ratio("saving vs static baseline", served, static),
                 _ratio("saving vs oracle", served, oracle)]  # fmt: skip
     out.append(_em_drop(result, start, cfg.epsilon))
@@ -75,32 +77,52 @@ def figures(result: DemoResult, budget: int = 4096) -> list[Figure]:
     return out
 
 
+PUBLISHED = frozenset({"approved", "auto_approved"})
+
+
 def _drift(result: DemoResult, budget: int) -> Figure:
-    """The drifted segment: its served threshold before and after, against its oracle."""
+    """Was the drifted segment made safe again, and within how many optimizer cycles?
+
+    Corrected means: a version approved for production after the drift serves
+    the drifted segment (normal load mode) with a threshold at least as strict
+    as the oracle's threshold for the drifted traffic (one grid step of slack).
+    Cycles are counted from the drift to that version's registration, in
+    controller periods, rounded up.
+    """
     cfg = result.config
     scen = demo_scenario(cfg)
     key = scen.drift.segment_key if scen.drift else DRIFT_SEGMENT
-    name = f"drifted segment {key}"
-
-    def theta(sample: Sample) -> float | None:
-        return next((r.threshold for r in sample.segments if r.segment == key), None)
-
-    before = [theta(s) for s in result.samples if s.t < cfg.drift_at_s]
-    after = [(s.t, theta(s), s.production) for s in result.samples if s.t >= cfg.drift_at_s]
+    name = "drift corrected (cycles after the drift)"
     truth = {
         when: ground_truth(scen, cfg.seed, cfg.epsilon, samples=cfg.truth_samples,
                            at_index=at, segments=[key], budget=budget)[key].threshold
         for when, at in (("before", 0), ("after", None))
     }  # fmt: skip
     oracle = " -> ".join("none" if t is None else f"{t:.2f}" for t in truth.values())
-    if not before or not after or before[-1] is None or after[-1][1] is None:
-        return Figure(name, "n/a: no served threshold seen on both sides of the drift",
-                      f"oracle {oracle}")  # fmt: skip
-    seen = {s.production for s in result.samples if s.t < cfg.drift_at_s}
-    versions = {v for _, _, v in after if v is not None} - seen
-    moves = f"{len(versions)} new production versions after the drift"
-    return Figure(name, f"threshold {before[-1]:.2f} -> {after[-1][1]:.2f}",
-                  f"oracle before -> after: {oracle}; {moves}")  # fmt: skip
+    if result.drift_at is None:
+        return Figure(name, "n/a: the fleet never started", f"{key}; oracle {oracle}")
+    live = [p for p in result.registry.policies if p.review_state in PUBLISHED and p.created_at]
+    before = [p for p in live if p.created_at and p.created_at < result.drift_at]
+    after = [p for p in live if p.created_at and p.created_at >= result.drift_at]
+    was = before[-1].threshold(key) if before else None
+    shown = "default" if was is None else f"{was:.2f}"
+    target = truth["after"]
+    if target is None:
+        return Figure(name, "n/a: the oracle certifies nothing after the drift", key)
+    for p in after:
+        th = p.threshold(key)
+        if th is not None and th >= target - 0.01 - 1e-9 and p.created_at is not None:
+            waited = (p.created_at - result.drift_at).total_seconds()
+            cycles = max(1, math.ceil(waited / cfg.period))
+            verdict = "within two cycles" if cycles <= 2 else "LATE"
+            return Figure(name, f"{cycles} ({verdict})",
+                          f"{key}: {shown} -> {th:.2f} in v{p.version}, {waited:.0f}s after "
+                          f"the drift; oracle before -> after {oracle}", cycles <= 2)  # fmt: skip
+    last = after[-1].threshold(key) if after else None
+    now = "unchanged" if last is None else f"{last:.2f}"
+    return Figure(name, "NOT corrected",
+                  f"{key}: {shown} -> {now} over {len(after)} versions after the drift; "
+                  f"oracle before -> after {oracle}", False)  # fmt: skip
 
 
 def _ratio(name: str, served: float, ref: Yardstick) -> Figure:
@@ -136,4 +158,5 @@ def _em_drop(result: DemoResult, start_s: float, epsilon: float) -> Figure:
         f"{drop:+.4f} ± {1.96 * se_drop:.4f}",
         f"{verdict} tolerance {epsilon:g}: full EM {full:.3f} (n={fl}), "
         f"served {early:.3f} (n={sl})",
+        drop <= epsilon,
     )

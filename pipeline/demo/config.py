@@ -40,7 +40,7 @@ class DemoConfig:
 
     duration_s: float = 240.0
     nodes: int = 4
-    rate: float = 40.0
+    rate: float = 150.0
     seed: int = 0
     period_s: float | None = None
     window_s: float | None = None

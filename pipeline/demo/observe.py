@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline.config import Settings
-from schemas import PolicyAck
+from schemas import GLOBAL_SEGMENT, LoadMode, PolicyAck, PolicyBody
 
 BUCKET_S = 15
 """Seconds per EM bucket (the literal in ``_SERIES_SQL``)."""
@@ -113,12 +113,38 @@ class Registry:
     canary: str = "none"
     history: tuple[tuple[int, str], ...] = ()
     """(version, one-line description) oldest first."""
+    policies: tuple[VersionPolicy, ...] = ()
+    """Every version's policy body and review state, oldest first."""
 
 
-def registry(settings: Settings, policy: str) -> Registry:
-    """Read the registry (raises a PipelineError when MLflow is down)."""
+@dataclass(frozen=True, slots=True)
+class VersionPolicy:
+    """One registered version: when, its review state and its policy body."""
+
+    version: int
+    created_at: datetime | None
+    review_state: str
+    body: PolicyBody | None
+
+    def threshold(self, key: str, mode: LoadMode = "normal") -> float | None:
+        """The threshold ``key`` is served with in ``mode`` (most specific key first)."""
+        if self.body is None:
+            return None
+        tenant_task_bucket = key.split("/")
+        for candidate in (key, tenant_task_bucket[1], GLOBAL_SEGMENT):
+            rules = self.body.segments.get(candidate)
+            if rules is not None:
+                return rules.thresholds.get(mode, rules.thresholds["normal"])
+        return None
+
+
+def registry(settings: Settings, policy: str, *, bodies: bool = False) -> Registry:
+    """Read the registry (raises a PipelineError when MLflow is down).
+
+    With ``bodies``, every version's policy is loaded too (one artifact read each).
+    """
     from pipeline.registry.client import connect
-    from pipeline.registry.versions import aliases, list_versions
+    from pipeline.registry.versions import aliases, list_versions, load_policy
 
     client = connect(settings.mlflow)
     model = settings.control.model_name(policy)
@@ -131,7 +157,12 @@ def registry(settings: Settings, policy: str) -> Registry:
         if state:
             canary = f"v{r.version} {state}"
     history = tuple((r.version, _describe(r.tags, r.description)) for r in records)
-    return Registry(aliases(client, model).get("production"), len(records), canary, history)
+    policies = tuple(
+        VersionPolicy(r.version, r.created_at, r.review_state or "", load_policy(client, r))
+        for r in (records if bodies else ())
+    )
+    production = aliases(client, model).get("production")
+    return Registry(production, len(records), canary, history, policies)
 
 
 def _describe(tags: dict[str, str], description: str) -> str:

@@ -82,6 +82,7 @@ def write_report(settings: Settings, result: DemoResult, rows: list[Figure] | No
     image = base64.b64encode(png.read_bytes()).decode()
     table = "".join(
         f"<tr><td>{html.escape(r.name)}</td><td>{html.escape(r.value)}</td>"
+        f"<td>{'' if r.ok is None else ('yes' if r.ok else 'NO')}</td>"
         f"<td>{html.escape(r.against)}</td></tr>"
         for r in rows or []
     )
@@ -96,7 +97,7 @@ def write_report(settings: Settings, result: DemoResult, rows: list[Figure] | No
 <p>{cfg.nodes} nodes, {cfg.rate:g} req/s, {cfg.duration_s:g}s, seed {cfg.seed}{drift};
 cycles every {cfg.period:g}s on a {cfg.window:g}s window; policy {html.escape(cfg.policy_name)};
 MLflow: <a href="{settings.mlflow.tracking_uri}">{settings.mlflow.tracking_uri}</a></p>
-<table border="1" cellpadding="4"><tr><th>figure</th><th>value</th><th>against</th></tr>
+<table border="1" cellpadding="4"><tr><th>figure</th><th>value</th><th>met</th><th>against</th></tr>
 {table}</table>
 <h2>Policy versions</h2><ul>{versions}</ul>
 <img src="data:image/png;base64,{image}" alt="tokens saved and EM over time">

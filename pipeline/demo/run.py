@@ -65,6 +65,23 @@ class DemoResult:
     figures: list[Figure] = field(default_factory=list)
 
 
+def run_settings(settings: Settings, config: DemoConfig) -> Settings:
+    """The settings of one run: its own topics and worker group, the same services.
+
+    Topics are prefixed with the run id, so a run never reads a backlog left by
+    earlier runs or other traffic (the worker would chew through it first and
+    the controller would see no samples for minutes), and the worker's Faust
+    app id is the run's, so no committed offsets or table state carry over.
+    """
+    kafka = settings.kafka.model_copy(
+        update={"topic_prefix": f"{settings.kafka.topic_prefix}{config.run_id}."}
+    )
+    stream = settings.stream.model_copy(
+        update={"app_id": f"{settings.stream.app_id}-{config.run_id}"}
+    )
+    return settings.model_copy(update={"kafka": kafka, "stream": stream})
+
+
 def ensure_stack(settings: Settings, on_line: Callable[[str], None]) -> list[str]:
     """Use the running stack, or start it; the services this call started."""
     from pipeline.stack import manager
@@ -143,6 +160,7 @@ def run_demo(
 
     folder = run_dir(settings, config)
     result = DemoResult(config, folder)
+    settings = run_settings(settings, config)
     result.stack_started = ensure_stack(settings, on_line)
     spec = write_spec(settings, config, folder)
     key = signing_key()
@@ -186,7 +204,7 @@ def run_demo(
                 result.samples.append(_sample(settings, config, fleet, acks, t0, ch))
             result.em = observe.em_series(ch, config.policy_name)
             result.events_in_clickhouse = observe.event_count(ch, config.policy_name)
-            result.registry = observe.registry(settings, config.policy_name)
+            result.registry = observe.registry(settings, config.policy_name, bodies=True)
     finally:
         fleet.stop()
         acks.stop()
