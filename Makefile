@@ -24,7 +24,7 @@ smoke: $(STAMP)
 	$(BIN)/pipeline smoke
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 test: $(STAMP)
 	$(BIN)/pytest
