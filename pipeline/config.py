@@ -15,6 +15,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.control.config import ControlSettings
@@ -37,6 +38,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+_SECRET_IN_URL = "secret_in_url"  # noqa: S105  # an error type name, not a secret
+
+
+def _no_password_in_url(value: str, setting: str) -> str:
+    """Refuse a URL that carries a password: URLs are printed, passwords never are."""
+    if urlsplit(value).password is not None:
+        raise PydanticCustomError(
+            _SECRET_IN_URL,
+            "the URL carries a password; put it in {setting} instead (URLs are shown in "
+            "status output and errors, passwords never are)",
+            {"setting": setting},
+        )
+    return value
 
 
 def split_host_port(address: str, default_port: int) -> tuple[str, int]:
@@ -105,6 +121,7 @@ class ClickHouseSettings(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
+        _no_password_in_url(value, "PIPELINE_CLICKHOUSE__PASSWORD")
         parts = urlsplit(value)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             msg = f"expected http(s)://host:port, got {value!r}"
@@ -128,6 +145,11 @@ class MlflowSettings(BaseModel):
     username: str | None = None
     password: SecretStr | None = None
     experiment: str = Field(default="earlystop-policies", min_length=1)
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        return _no_password_in_url(value, "PIPELINE_MLFLOW__PASSWORD")
 
     @property
     def host_port(self) -> tuple[str, int] | None:
@@ -229,7 +251,9 @@ def load_settings(**overrides: object) -> Settings:
         first = exc.errors()[0]
         name = env_name(first["loc"])
         shown = first["input"]
-        secret = any(word in name for word in ("PASSWORD", "SECRET", "KEY", "TOKEN"))
+        secret = first["type"] == _SECRET_IN_URL or any(
+            word in name for word in ("PASSWORD", "SECRET", "KEY", "TOKEN")
+        )
         got = "" if isinstance(shown, dict) or secret else f" (got {shown!r})"
         msg = f"invalid setting {name}: {first['msg']}{got}"
         raise ConfigError(msg) from None

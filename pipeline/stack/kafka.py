@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -75,9 +77,72 @@ def resolve_jars(settings: Settings) -> Path:
     return libs
 
 
+_PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
+# Characters that would break out of a JAAS quoted string or a properties line.
+_JAAS_UNSAFE = frozenset('"\\\n\r')
+_JAAS_USER = re.compile(r"^[A-Za-z0-9._-]{1,128}$")  # it also names a JAAS option
+
+
+def _jaas_value(value: str, setting: str) -> str:
+    if not value or _JAAS_UNSAFE.intersection(value):
+        msg = (
+            f"invalid setting {setting}: the embedded broker needs a non-empty value "
+            "without quotes, backslashes or line breaks"
+        )
+        raise ConfigError(msg)
+    return value
+
+
+def listener_security(settings: Settings) -> tuple[str, str]:
+    """The broker's listener protocol and the extra server.properties lines for it.
+
+    The embedded broker follows the clients' ``PIPELINE_KAFKA__SECURITY_PROTOCOL``,
+    as its port follows their bootstrap servers: PLAINTEXT (the default), or
+    SASL_PLAINTEXT with the PLAIN mechanism, where the clients' username and
+    password become the only account and both listeners (clients and the
+    KRaft controller) require it. TLS needs certificates, which the embedded
+    stack does not make; SCRAM needs accounts in the metadata log.
+    """
+    kafka = settings.kafka
+    if kafka.security_protocol == "PLAINTEXT":
+        return "PLAINTEXT", ""
+    if kafka.security_protocol != "SASL_PLAINTEXT" or (kafka.sasl_mechanism or "PLAIN") != "PLAIN":
+        msg = (
+            "invalid setting PIPELINE_KAFKA__SECURITY_PROTOCOL: the embedded broker serves "
+            "PLAINTEXT, or SASL_PLAINTEXT with PIPELINE_KAFKA__SASL_MECHANISM=PLAIN; got "
+            f"{kafka.security_protocol} / {kafka.sasl_mechanism} (use a real cluster for TLS "
+            "or SCRAM)"
+        )
+        raise ConfigError(msg)
+    user = kafka.sasl_username or ""
+    if not _JAAS_USER.match(user):
+        msg = (
+            "invalid setting PIPELINE_KAFKA__SASL_USERNAME: the embedded broker needs a "
+            f"username of letters, digits, '.', '_' or '-', got {user!r}"
+        )
+        raise ConfigError(msg)
+    secret = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+    password = _jaas_value(secret, "PIPELINE_KAFKA__SASL_PASSWORD")
+    jaas = (
+        f'{_PLAIN_LOGIN} required username="{user}" password="{password}" user_{user}="{password}";'
+    )
+    lines = [
+        "sasl.enabled.mechanisms=PLAIN",
+        "sasl.mechanism.inter.broker.protocol=PLAIN",
+        "sasl.mechanism.controller.protocol=PLAIN",
+        f"listener.name.controller.plain.sasl.jaas.config={jaas}",
+        f"listener.name.sasl_plaintext.plain.sasl.jaas.config={jaas}",
+    ]
+    return "SASL_PLAINTEXT", "\n".join(lines)
+
+
 def render_config(settings: Settings) -> Path:
-    """Write server.properties for the current settings; return its path."""
+    """Write server.properties for the current settings; return its path.
+
+    The file may hold the SASL password, so only its owner can read it.
+    """
     host, port = listen_address(settings)
+    protocol, security = listener_security(settings)
     base = kafka_dir(settings)
     template = Template((settings.infra_dir / "kafka" / "server.properties.template").read_text())
     text = template.substitute(
@@ -85,9 +150,15 @@ def render_config(settings: Settings) -> Path:
         port=port,
         controller_port=settings.embedded.kafka_controller_port,
         log_dirs=base / "data",
+        protocol=protocol,
+        security=security,
     )
     path = base / "server.properties"
-    path.write_text(text)
+    base.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    path.chmod(0o600)  # an older file keeps its mode through O_TRUNC
     return path
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -129,13 +129,18 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def up(settings: Settings, on_event: Callable[[str], None] = lambda _: None) -> dict[str, str]:
-    """Start the stack; return what happened per service and topic."""
+def up(
+    settings: Settings,
+    on_event: Callable[[str], None] = lambda _: None,
+    only: Collection[str] | None = None,
+) -> dict[str, str]:
+    """Start the stack (or the services named in ``only``); report per service and topic."""
     table = _table(settings)
     started: list[tuple[Service, PidRecord]] = []
     report: dict[str, str] = {}
+    chosen = [svc for svc in services(settings) if only is None or svc.name in only]
     try:
-        for svc in services(settings):
+        for svc in chosen:
             record = table.alive(svc.name)
             if record is not None:
                 report[svc.name] = f"already running (pid {record.pid})"
@@ -154,8 +159,9 @@ def up(settings: Settings, on_event: Callable[[str], None] = lambda _: None) -> 
             _wait_ready(svc, record, table, deadline)
             report[svc.name] = f"started (pid {record.pid})"
             on_event(f"{svc.name} is up at {svc.url}")
-        for topic, state in ensure_topics(settings).items():
-            report[f"topic {topic}"] = state
+        if any(svc.name == "kafka" for svc in chosen):
+            for topic, state in ensure_topics(settings).items():
+                report[f"topic {topic}"] = state
     except BaseException:
         for svc, _ in reversed(started):
             table.stop(svc.name)

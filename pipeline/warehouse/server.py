@@ -14,6 +14,9 @@ client code it would use against a ClickHouse server (see ADR 001):
   ``X-ClickHouse-Exception-Code``.
 - The configured user may write; anyone else runs with ``readonly=1`` and a
   writer's GET with ``readonly=2``, as ClickHouse treats GET.
+- ``INTO OUTFILE`` and ``FROM INFILE`` are refused for everyone, as a
+  ClickHouse server refuses them over HTTP: chdb would open the path on the
+  warehouse's own filesystem, even for a read-only caller.
 
 Sessions are not kept: ``session_id`` is accepted, but a statement whose only
 effect is session state (SET, USE, temporary tables) is refused rather than
@@ -38,8 +41,10 @@ from pipeline.warehouse.engine import Context, Engine, Result, summary_header
 from pipeline.warehouse.protocol import (
     BAD_ARGUMENTS,
     CONTENT_TYPES,
+    INTO_OUTFILE_NOT_ALLOWED,
     NOT_IMPLEMENTED,
     READONLY,
+    UNKNOWN_TYPE_OF_QUERY,
     ClickHouseError,
     QueryParams,
     authenticate,
@@ -47,6 +52,7 @@ from pipeline.warehouse.protocol import (
 )
 from pipeline.warehouse.sql import (
     Incomplete,
+    client_side_file,
     inline_data,
     leading_words,
     needs_session,
@@ -218,6 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
             found = inline_data(bytes(buf), final=True)
         engine = self.server.engine
         if found is not None:
+            _refuse_client_side_file(found.head.encode())
             data = chain([bytes(buf[found.offset :])], chunks)
             return engine.insert(ctx, found.head, found.fmt, data), None
         for chunk in chunks:
@@ -232,15 +239,28 @@ class _Handler(BaseHTTPRequestHandler):
         return result, fmt if produces_result(sql) or result.body else None
 
 
+def _refuse_client_side_file(sql: bytes) -> None:
+    """Refuse INTO OUTFILE / FROM INFILE for everyone, as a ClickHouse server does over HTTP."""
+    clause = client_side_file(sql)
+    if clause == "INTO OUTFILE":
+        raise ClickHouseError.new(INTO_OUTFILE_NOT_ALLOWED, "INTO OUTFILE is not allowed")
+    if clause is not None:
+        msg = "Query has infile and was send directly to server"  # ClickHouse's own wording
+        raise ClickHouseError.new(UNKNOWN_TYPE_OF_QUERY, msg)
+
+
 def _check_statement(sql: bytes, ctx: Context, qp: QueryParams) -> None:
     """Refuse what the engine would accept but this server cannot honour."""
     head = leading_words(sql, 1)
     if not head:
         raise ClickHouseError(SYNTAX_ERROR, "Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)")
-    if head[0] == "KILL" and ctx.readonly:
-        # Every request runs as the engine's one user, so ClickHouse's "own
-        # queries only" rule cannot protect writers from a reader's KILL.
-        msg = "KILL is not allowed in read-only mode on the embedded warehouse"
+    _refuse_client_side_file(sql)
+    if head[0] in {"KILL", "SYSTEM"} and ctx.readonly:
+        # Every request runs as the engine's one user, which holds every
+        # grant: ClickHouse's "own queries only" rule cannot protect writers
+        # from a reader's KILL, and chdb's readonly lets SYSTEM STOP MERGES
+        # (and other server-wide switches) through.
+        msg = f"{head[0]} is not allowed in read-only mode on the embedded warehouse"
         raise ClickHouseError.new(READONLY, msg)
     if qp.session_id and not ctx.readonly and needs_session(sql):
         msg = (

@@ -189,6 +189,38 @@ def produces_result(buf: bytes) -> bool:
     return bool(head) and head[0] in RESULT_KEYWORDS
 
 
+def client_side_file(buf: bytes) -> str | None:
+    """``INTO OUTFILE`` or ``FROM INFILE`` when the statement names a client-side file.
+
+    Both clauses are for clickhouse-client, which reads or writes the file
+    itself; a ClickHouse server refuses them over HTTP. The embedded engine
+    would instead open the path on the warehouse's own filesystem, so a
+    read-only caller could write files there.
+    """
+    previous = ""
+    for word in words(buf):
+        pair = (previous, word.upper)
+        # The clause takes a file name literal; a table called `outfile` is no clause.
+        if pair in {("INTO", "OUTFILE"), ("FROM", "INFILE")} and _literal_follows(buf, word.end):
+            return " ".join(pair)
+        previous = word.upper
+    return None
+
+
+def _literal_follows(buf: bytes, i: int) -> bool:
+    n = len(buf)
+    while i < n:
+        if buf[i] in _SPACE:
+            i += 1
+        elif buf.startswith(b"--", i) or buf[i] == 0x23:
+            i = _skip_until(buf, i, b"\n", final=True)
+        elif buf.startswith(b"/*", i):
+            i = _skip_until(buf, i + 2, b"*/", final=True)
+        else:
+            return buf[i] == 0x27  # '
+    return False
+
+
 def needs_session(buf: bytes) -> bool:
     """True for statements whose only effect is session state (SET, USE, temporary tables)."""
     head = leading_words(buf, 2)

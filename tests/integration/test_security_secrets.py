@@ -1,0 +1,92 @@
+"""Secrets never reach the output of the CLI: status, listings, logs or error messages.
+
+Every secret setting is given a recognisable value and each command runs as
+an operator would against the session stack; some then fail on purpose (a
+wrong ClickHouse password, MLflow or Kafka away) so the error paths are
+covered too. None of the values may appear in stdout or stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.config import Settings, settings_env
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+SECRET_ENV = {
+    "PIPELINE_KAFKA__SASL_PASSWORD": "kafka-pw-7f3a",
+    "PIPELINE_CLICKHOUSE__PASSWORD": "ch-pw-7f3a",
+    "PIPELINE_MLFLOW__USERNAME": "svc",
+    "PIPELINE_MLFLOW__PASSWORD": "mlflow-pw-7f3a",
+    "PIPELINE_CONTROL__SIGNING_KEY": "control-key-7f3a",
+    "PIPELINE_NODE__SIGNING_KEYS": '{"k1": "node-key-7f3a"}',
+}
+SECRETS = ["kafka-pw-7f3a", "ch-pw-7f3a", "mlflow-pw-7f3a", "control-key-7f3a", "node-key-7f3a"]
+
+
+def run(stack: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    full.update(settings_env(stack))
+    full.update(SECRET_ENV)
+    full.update(env)
+    return subprocess.run(  # noqa: S603  # fixed argv
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_no_command_prints_a_secret(stack: Settings) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    runs = {
+        "status --json": run(stack, "status", "--json"),
+        "status": run(stack, "status"),
+        "topics list": run(stack, "topics", "list"),
+        "sql, wrong password": run(stack, "sql", "SELECT 1"),
+        "optimize, MLflow away": run(
+            stack,
+            "optimize",
+            PIPELINE_MLFLOW__TRACKING_URI=dead,
+            PIPELINE_CLICKHOUSE__PASSWORD=stack.clickhouse.password.get_secret_value(),
+        ),
+        "policy list, MLflow away": run(
+            stack, "policy", "list", PIPELINE_MLFLOW__TRACKING_URI=dead
+        ),
+        "bad setting": run(stack, "status", PIPELINE_CLICKHOUSE__URL="http://svc:ch-pw-7f3a@h:1"),
+    }
+    for name, done in runs.items():
+        output = done.stdout + done.stderr
+        for secret in SECRETS:
+            assert secret not in output, f"{name} printed a secret:\n{output}"
+        assert "Traceback" not in output, f"{name}:\n{output}"
+
+    rows = [json.loads(line) for line in runs["status --json"].stdout.splitlines()]
+    assert {row["name"] for row in rows} == {"kafka", "clickhouse", "mlflow"}
+    assert runs["sql, wrong password"].returncode == 1
+    assert "PIPELINE_CLICKHOUSE__PASSWORD" in runs["sql, wrong password"].stderr
+    assert runs["optimize, MLflow away"].returncode == 1
+    assert "not reachable" in runs["optimize, MLflow away"].stderr
+    assert runs["bad setting"].returncode != 0
+    assert "PIPELINE_CLICKHOUSE__URL" in runs["bad setting"].stderr + runs["bad setting"].stdout
+
+
+def test_service_logs_hold_no_secret(stack: Settings) -> None:
+    logs = sorted((stack.state_dir / "logs").iterdir())
+    assert {p.name for p in logs} >= {"kafka.log", "clickhouse.log", "mlflow.log"}
+    password = stack.clickhouse.password.get_secret_value()
+    for log in logs:
+        text = log.read_text(errors="replace")
+        for secret in SECRETS:
+            assert secret not in text, log
+        if password:
+            assert password not in text, log
