@@ -114,7 +114,15 @@ class Publisher:
     def run(
         self, stop: threading.Event, on_pass: Callable[[list[Outcome]], None] | None = None
     ) -> None:
-        """Pass every ``poll_interval_s`` until ``stop`` is set."""
+        """Pass every ``poll_interval_s`` until ``stop`` is set.
+
+        The producer connects before the first pass, so the first publication
+        does not pay for the connection and the idempotent producer id.
+        """
+        try:
+            self._kafka_producer().warm_up()
+        except Exception as exc:  # noqa: BLE001  # the first pass reports Kafka being away
+            log.debug("control producer warm-up failed: %s", exc)
         while not stop.is_set():
             try:
                 outcomes = self.run_once()

@@ -78,6 +78,14 @@ class ControlProducer:
             }
         )
 
+    def warm_up(self) -> None:
+        """Connect to the broker now (metadata of the topic), so the first send pays no setup.
+
+        Raises:
+            confluent_kafka.KafkaException: the broker did not answer in time.
+        """
+        self._producer.list_topics(self.topic, timeout=self._timeout)
+
     def send(self, update: ThresholdUpdate) -> int:
         """Produce ``update`` and wait until it is stored; return its offset.
 
