@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_stream.py                    # pure join only
     .venv/bin/python bench/bench_stream.py --stack embedded   # + Kafka, ClickHouse (private)
     .venv/bin/python bench/bench_stream.py --stack env        # + the same on PIPELINE_*
+    ... --json PATH   # also write the figures (bench/_common.py's contract)
 
 Workload: per request an inference event, a label and a feedback, shuffled,
 10% sent twice. The pure part pushes them through the Processor on a dict
@@ -14,8 +15,11 @@ topic prefix, and one run measures side by side:
 - faust confluent driver: the same agent on ``confluent://``;
 - joiner: the worker without its sink, records in batches (default) and one at a
   time (``batch_max_records=1``); outcomes are what it produced;
-- sink: the sink alone over what the joiner produced, against a bare
-  clickhouse-connect insert of the same rows in the same batches.
+- sink: the sink alone over what the joiner produced, against bare
+  clickhouse-connect inserts of the same rows in the same batches, both with
+  ``client.insert`` (which asks the server for the table's columns every time)
+  and with one reused insert context per table (what the sink does); the goal
+  is measured against the faster of the two.
 
 Rates run from the first record seen to the last, so group joins and table
 recovery are left out; each is the median of ``--repeat`` runs on fresh
@@ -27,23 +31,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import multiprocessing
 import os
 import queue
 import random
-import socket
 import statistics
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from pipeline.config import Settings, load_settings
+from _common import Report, add_json_argument
+from _common import stack as private_stack
+
+from pipeline.config import Settings
 from pipeline.stream.config import StreamSettings
 from pipeline.stream.processor import DictStore, Processor, Record, Source
 from pipeline.stream.runner import gc_threshold
@@ -71,11 +76,13 @@ def messages(n: int, tag: str) -> list[tuple[Source, InferenceEvent | EMLabel | 
     return out
 
 
-def bench_pure(n: int) -> None:
+def bench_pure(n: int) -> dict[int, float]:
+    """Input records/s of the pure join on a dict store, by state cache size."""
     records = [
         Record(source, f"p.{source}", 0, i, m.request_id.encode(), m.to_bytes())
         for i, (source, m) in enumerate(messages(n, "pure"))
     ]
+    rates: dict[int, float] = {}
     with gc_threshold(StreamSettings().gc_gen0_threshold):
         for cache in (StreamSettings().state_cache_entries, 0):
             processor = Processor(DictStore(), "bench", cache_entries=cache)
@@ -86,6 +93,7 @@ def bench_pure(n: int) -> None:
                     outcome.to_bytes()  # what the joiner sends
                     emitted += 1
             took = time.perf_counter() - start
+            rates[cache] = len(records) / took
             print(f"pure join, state cache {cache}: {len(records)} records in {took:.2f} s = "
                   f"{len(records) / took:,.0f} rec/s ({took / len(records) * 1e6:.1f} us each), "
                   f"{emitted} outcomes")  # fmt: skip
@@ -96,34 +104,14 @@ def bench_pure(n: int) -> None:
     list(processor.expire(NOW + timedelta(hours=2), 3600.0))
     due_s = time.perf_counter() - start
     print(f"  sweep of {n} open entries {open_s * 1e3:.0f} ms; expiring them {due_s * 1e3:.0f} ms")
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return rates
 
 
 @contextmanager
 def stack(choice: str) -> Iterator[Settings]:
-    if choice == "env":
-        yield load_settings()
-        return
-    from pipeline.stack import manager
-
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(
-            state_dir=Path(tmp),
-            kafka={"bootstrap_servers": f"127.0.0.1:{closed_port()}"},
-            clickhouse={"url": f"http://127.0.0.1:{closed_port()}"},
-            mlflow={"tracking_uri": f"http://127.0.0.1:{closed_port()}"},
-            embedded={"kafka_controller_port": closed_port(), "kafka_heap": "768m"},
-        )
-        manager.up(settings)
-        try:
-            yield settings
-        finally:
-            manager.down(settings)
+    """A private embedded stack, or the one ``PIPELINE_*`` names (each run makes its own topics)."""
+    with private_stack(choice, kafka_heap="768m") as settings:
+        yield settings
 
 
 def with_inputs(base: Settings, n: int) -> tuple[Settings, int]:
@@ -254,8 +242,9 @@ def run_joiner(settings: Settings, total: int, **update: Any) -> tuple[float, fl
     return records, records * worker.metrics.total("stream_outcomes_total") / total
 
 
-def sink_vs_bare(settings: Settings, batch_rows: int) -> tuple[float, float, int]:
-    """Rows/s of the sink and of bare inserts of the same rows, and the row count."""
+def sink_vs_bare(settings: Settings, batch_rows: int) -> tuple[float, float, float, int]:
+    """Rows/s of the sink, of bare ``client.insert`` calls and of bare inserts through
+    reused insert contexts, all of the same rows in the same batches; and the row count."""
     from clickhouse_connect.driver import options
     from confluent_kafka import Consumer
 
@@ -275,7 +264,7 @@ def sink_vs_bare(settings: Settings, batch_rows: int) -> tuple[float, float, int
         for m in consumer.consume(10_000, 0.5):
             if m.error() is None:
                 records.append(SinkRecord(by_topic[m.topic()], m.topic(), m.partition(),
-                                          m.offset(), m.value()))  # fmt: skip
+                                          m.offset(), m.value(), m.key()))  # fmt: skip
                 quiet = time.monotonic()
     consumer.close()
     client = connect(settings)
@@ -311,39 +300,167 @@ def sink_vs_bare(settings: Settings, batch_rows: int) -> tuple[float, float, int
         for table, columns, values in p.tables:
             if values:
                 client.insert(table, values, column_names=columns)
-    bare = time.perf_counter() - start
+    bare = expected / (time.perf_counter() - start)
+    contexts: dict[str, Any] = {}
+    start = time.perf_counter()
+    for p in prepared:
+        for table, columns, values in p.tables:
+            if values:
+                if table not in contexts:
+                    contexts[table] = client.create_insert_context(table, column_names=columns)
+                client.insert(data=values, context=contexts[table])
+    reused = expected / (time.perf_counter() - start)
     client.close()
-    return rows, expected / bare, expected
+    return rows, bare, reused, expected
 
 
-def bench_stack(base: Settings, n: int, repeat: int) -> None:
+PARTS = ("raw", "floor", "confluent", "joiner", "one", "sink")
+
+
+def bench_stack(base: Settings, n: int, repeat: int, parts: set[str]) -> dict[str, float]:
+    """Median figures of ``repeat`` runs on fresh topics (absent parts are left out)."""
     print(f"\nworkload: {n} requests; rates in input records/s unless named; medians of {repeat}")
     runs: dict[str, list[float]] = {}
+    settings, total = base, 0
     for i in range(repeat):
         settings, total = with_inputs(base, n)  # fresh topics, the same messages
-        got = {"raw": raw_consume(settings, total)}
-        got["floor"] = faust_floor(settings, total, "kafka", 300) or 0.0
-        got["joiner"], got["outcomes"] = run_joiner(settings, total)
-        got["sink"], got["bare"], _ = sink_vs_bare(settings, StreamSettings().sink_batch_rows)
+        got: dict[str, float] = {}
+        if "raw" in parts:
+            got["raw"] = raw_consume(settings, total)
+        if "floor" in parts:
+            got["floor"] = faust_floor(settings, total, "kafka", 300) or math.nan
+        if "joiner" in parts or "sink" in parts:  # the sink reads what the joiner produced
+            got["joiner"], got["outcomes"] = run_joiner(settings, total)
+        if "sink" in parts:
+            batch = StreamSettings().sink_batch_rows
+            got["sink"], got["bare"], got["bare_reused"], _ = sink_vs_bare(settings, batch)
         print(f"  run {i + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in got.items()))
         for key, value in got.items():
             runs.setdefault(key, []).append(value)
     med = {key: statistics.median(values) for key, values in runs.items()}
-    print(f"raw confluent-kafka consumer: {med['raw']:,.0f} rec/s")
-    print(f"faust floor (aiokafka, agent counts only): {med['floor']:,.0f} rec/s")
-    conf = faust_floor(settings, total, "confluent", 45)
-    print("faust floor (confluent driver): " + (f"{conf:,.0f} rec/s" if conf else
-          "no record within 45 s (the driver never gets a partition assignment)"))  # fmt: skip
-    print(f"joiner, batches of <= {StreamSettings().batch_max_records}: {med['joiner']:,.0f} "
-          f"rec/s, {med['outcomes']:,.0f} outcomes/s")  # fmt: skip
-    one_settings, _ = with_inputs(base, n)
-    one, one_out = run_joiner(one_settings, total, batch_max_records=1)
-    print(f"joiner, one record at a time (one run): {one:,.0f} rec/s, {one_out:,.0f} outcomes/s")
-    print(f"  joiner / raw: records {med['joiner'] / med['raw']:.1%}, outcomes "
-          f"{med['outcomes'] / med['raw']:.1%} (goal >= 25% and >= 10,000/s); "
-          f"joiner / faust floor {med['joiner'] / (med['floor'] or 1):.0%}")  # fmt: skip
-    print(f"sink: {med['sink']:,.0f} rows/s vs bare clickhouse-connect inserts "
-          f"{med['bare']:,.0f} rows/s: {med['sink'] / med['bare']:.0%} (goal >= 70%)")  # fmt: skip
+    SPREAD.update({key: ", ".join(f"{v:,.0f}" for v in values) for key, values in runs.items()})
+    if "confluent" in parts:
+        med["confluent"] = faust_floor(settings, total, "confluent", 45) or math.nan
+    if "one" in parts:
+        one_settings, _ = with_inputs(base, n)
+        med["one"], med["one_outcomes"] = run_joiner(one_settings, total, batch_max_records=1)
+    return med
+
+
+SPREAD: dict[str, str] = {}
+"""Each stack figure's runs, as text, by key (filled by bench_stack)."""
+
+
+def report(pure: dict[int, float], med: dict[str, float], n: int, repeat: int, cmd: str) -> Report:
+    """The printout and the JSON contract's figures."""
+    rep = Report("Stream worker", cmd)
+    cache = StreamSettings().state_cache_entries
+    rep.add(
+        f"pure join (Processor on a dict store), state cache {cache:,}",
+        pure[cache],
+        "rec/s",
+        detail=f"{1e6 / pure[cache]:.1f} us per input record",
+    )
+    rep.add("pure join, no state cache", pure[0], "rec/s")
+
+    def runs(key: str) -> str:
+        return f"median of {repeat} runs: {SPREAD[key]}" if key in SPREAD else ""
+
+    raw = med.get("raw", math.nan)
+    if "raw" in med:
+        rep.add("raw confluent-kafka consumer", raw, "rec/s", detail=runs("raw"))
+    if "floor" in med:
+        rep.add(
+            "Faust floor: an agent that only counts (aiokafka driver)",
+            med["floor"],
+            "rec/s",
+            detail=f"{med['floor'] / raw:.0%} of raw; " + runs("floor"),
+        )
+    if "confluent" in med:
+        conf = med["confluent"]
+        rep.add(
+            "Faust floor, confluent:// driver",
+            conf,
+            "rec/s",
+            detail="no record within 45 s: the driver never gets a partition assignment "
+            "on Kafka 4.1"
+            if math.isnan(conf)
+            else "",
+        )
+    if "joiner" in med:
+        batch = StreamSettings().batch_max_records
+        rep.add(
+            f"joiner input records, batches of <= {batch:,}",
+            med["joiner"],
+            "rec/s",
+            detail=f"{med['joiner'] / raw:.1%} of raw, "
+            f"{med['joiner'] / med.get('floor', math.nan):.0%} of the Faust floor; "
+            + runs("joiner"),
+        )
+        outcomes = med["outcomes"]
+        rep.add(
+            "joined outcomes",
+            outcomes,
+            "outcomes/s",
+            goal=">= 10,000/s",
+            met=outcomes >= 10_000,
+            detail=runs("outcomes"),
+        )
+        ratio = 100 * outcomes / raw
+        rep.add(
+            "joined outcomes / raw consumer records",
+            ratio,
+            "%",
+            goal=">= 25%",
+            met=bool(ratio >= 25),
+            detail=f"input records / raw: {med['joiner'] / raw:.1%}",
+        )
+    if "one" in med:
+        rep.add(
+            "joiner, one record at a time (one run)",
+            med["one"],
+            "rec/s",
+            detail=f"{med['one_outcomes']:,.0f} outcomes/s",
+        )
+    if "sink" in med:
+        best = max(med["bare"], med["bare_reused"])
+        rep.add(
+            "sink (Kafka -> ClickHouse, commit after insert)",
+            med["sink"],
+            "rows/s",
+            detail=runs("sink"),
+        )
+        rep.add(
+            "bare client.insert of the same rows and batches",
+            med["bare"],
+            "rows/s",
+            detail=runs("bare"),
+        )
+        rep.add(
+            "bare insert through reused insert contexts",
+            med["bare_reused"],
+            "rows/s",
+            detail=runs("bare_reused"),
+        )
+        ratio = 100 * med["sink"] / best
+        rep.add(
+            "sink / faster bare insert",
+            ratio,
+            "%",
+            goal=">= 70%",
+            met=bool(ratio >= 70),
+            detail=f"sink / client.insert: {med['sink'] / med['bare']:.0%}",
+        )
+    rep.notes.append(
+        f"Workload: {n:,} requests, each an inference event, a label and a feedback, shuffled, "
+        "10% sent twice; each stack figure is the median of its runs on fresh topics, rates "
+        "from the first record seen to the last (group joins and table recovery left out)."
+    )
+    for fig in rep.figures:
+        shown = "n/a" if math.isnan(fig.value) else f"{fig.value:,.1f}"
+        goal = f"  [goal {fig.goal}: {'met' if fig.met else 'NOT met'}]" if fig.goal else ""
+        print(f"{fig.name}: {shown} {fig.unit}{goal}" + (f"  ({fig.detail})" if fig.detail else ""))
+    return rep
 
 
 def main() -> None:
@@ -351,12 +468,22 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--stack", choices=["none", "embedded", "env"], default="none")
     parser.add_argument("--repeat", type=int, default=3, help="stack runs to take medians of")
+    parser.add_argument(
+        "--parts", default=",".join(PARTS), help=f"stack measurements to run, of {','.join(PARTS)}"
+    )
+    add_json_argument(parser)
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    bench_pure(args.requests)
+    pure = bench_pure(args.requests)
+    med: dict[str, float] = {}
     if args.stack != "none":
         with stack(args.stack) as settings:
-            bench_stack(settings, args.requests, args.repeat)
+            med = bench_stack(settings, args.requests, args.repeat, parts)
+    cmd = f".venv/bin/python bench/bench_stream.py --stack {args.stack}"
+    if args.requests != 20_000 or args.repeat != 3:
+        cmd += f" --requests {args.requests} --repeat {args.repeat}"
+    report(pure, med, args.requests, args.repeat, cmd).write(args.json)
 
 
 if __name__ == "__main__":

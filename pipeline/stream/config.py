@@ -56,6 +56,8 @@ class StreamSettings(BaseModel):
     """...or when the oldest buffered record is this old."""
     sink_retry_initial_s: float = Field(default=0.2, gt=0)
     sink_retry_max_s: float = Field(default=30.0, gt=0)
+    lag_interval_s: float = Field(default=5.0, gt=0)
+    """How often consumer lag and records per second are measured for ``/metrics``."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve ``/metrics`` and ``/health`` on this port (loopback by default); off when unset."""
     metrics_host: str = "127.0.0.1"

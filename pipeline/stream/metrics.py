@@ -29,6 +29,15 @@ HELP: Mapping[str, tuple[str, str]] = {
     "sink_retries_total": ("counter", "Failed ClickHouse writes that were retried."),
     "sink_paused": ("gauge", "1 while the sink holds consumption back for ClickHouse."),
     "sink_buffered_records": ("gauge", "Records buffered by the sink, not yet written."),
+    "stream_consumer_lag": (
+        "gauge",
+        "Records not yet committed per topic partition (high watermark - committed offset), "
+        "by consumer group (joiner or sink).",
+    ),
+    "stream_records_per_second": (
+        "gauge",
+        "Records consumed per second over the last lag interval, by group (joiner or sink).",
+    ),
 }
 
 
@@ -67,6 +76,21 @@ class Metrics:
         key = tuple(sorted(labels.items()))
         with self._lock:
             self._values.setdefault(name, {})[key] = value
+
+    def replace(self, name: str, values: Mapping[Series, float], **where: str) -> None:
+        """Swap every series of ``name`` whose labels include ``where`` for ``values``.
+
+        For gauges of a changing set (lag per assigned partition): series of
+        partitions no longer assigned disappear in the same step.
+        """
+        wanted = set(where.items())
+        with self._lock:
+            series = self._values.setdefault(name, {})
+            for labels in [k for k in series if wanted <= set(k)]:
+                del series[labels]
+            for (metric, labels), value in values.items():
+                if metric == name:
+                    series[labels] = value
 
     def get(self, name: str, **labels: str) -> float:
         """The current value of one series (0 when never touched)."""

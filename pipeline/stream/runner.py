@@ -27,7 +27,9 @@ from pipeline.stream.app import Clock, Joiner, build_app, changelog_topic, utcno
 from pipeline.stream.config import StreamSettings
 from pipeline.stream.errors import WorkerCrashedError
 from pipeline.stream.health import HealthServer
+from pipeline.stream.lag import LagGauges, lags
 from pipeline.stream.metrics import Metrics
+from pipeline.stream.processor import INPUTS
 from pipeline.stream.sink import Sink, start_sink
 from pipeline.stream.topics import check_topics, ensure_changelog
 from pipeline.stream.writer import ClickHouseWriter
@@ -35,6 +37,11 @@ from pipeline.stream.writer import ClickHouseWriter
 log = logging.getLogger(__name__)
 
 _WATCH_S = 0.2
+
+
+def loop_time() -> float:
+    """The running event loop's clock."""
+    return asyncio.get_running_loop().time()
 
 
 @contextmanager
@@ -142,14 +149,40 @@ class Worker:
 
     async def _watch(self, joiner: Joiner, wake: asyncio.Event, stop: threading.Event) -> None:
         app: Any = joiner.app
+        gauges = LagGauges(self.metrics, "joiner", "stream_records_total")
+        next_lag = 0.0
         while not wake.is_set() and not stop.is_set():
             if app.crashed and self._failure is None:
                 self._failure = app.crash_reason or RuntimeError("the Faust app crashed")
                 return
+            if loop_time() >= next_lag:
+                next_lag = loop_time() + self.stream.lag_interval_s
+                await self._measure_lag(app, gauges)
             try:
                 await asyncio.wait_for(wake.wait(), _WATCH_S)
             except TimeoutError:
                 continue
+
+    async def _measure_lag(self, app: Any, gauges: LagGauges) -> None:
+        """Publish the joiner's lag per owned input partition (end offsets asked of the broker)."""
+        if app.rebalancing:
+            return  # the assignment is about to change
+        inputs = {self.settings.topic(name) for name in INPUTS}
+        consumer = app.consumer
+        owned = [tp for tp in consumer.assignment() if tp.topic in inputs]
+        try:
+            high = await asyncio.wait_for(consumer.highwaters(*owned), 5.0) if owned else {}
+        except Exception as exc:  # a gauge is not worth failing the worker for
+            log.debug("measuring the joiner's lag failed: %r", exc)
+            return
+        # Faust keeps the offsets it committed (the next to read) only here.
+        done = consumer._committed_offset  # noqa: SLF001
+        gauges.publish(
+            lags(
+                {(tp.topic, tp.partition): end for tp, end in high.items()},
+                {(tp.topic, tp.partition): done.get(tp) for tp in owned},
+            )
+        )
 
     async def _stop_joiner(self, joiner: Joiner) -> None:
         try:
@@ -188,7 +221,11 @@ class Worker:
     def _sink(self) -> Sink:
         from pipeline.warehouse.client import connect
 
-        writer = ClickHouseWriter(lambda: connect(self.settings), self.metrics)
+        writer = ClickHouseWriter(
+            lambda: connect(self.settings),
+            self.metrics,
+            worker_id=self.stream.effective_worker_id(),
+        )
         return Sink(self.settings, self.stream, writer, self.metrics)
 
     def _start_health(self) -> HealthServer | None:

@@ -6,10 +6,21 @@ first attempt tried. Every insert carries an ``insert_deduplication_token``
 derived from the batch's topic/partition/offset ranges and the table, so an
 insert that succeeded before a timeout is dropped by the server on retry.
 
+Outcomes come from the joiner, so their rows are built straight from their
+JSON with a structural check (:mod:`pipeline.stream.outcome_rows`); only what
+that check refuses is validated with the contract, and what the contract
+refuses is dead-lettered into the ``dead_letters`` table with the reason, in
+the same batch (ADR 004). Input topics (events, feedback) are validated with
+their contracts; the joiner dead-letters their bad records, so here those are
+only counted.
+
 Outcomes are checked against the table first: a ``(request_id, version)``
 already present (a replay after a crash between insert and offset commit) or
 older than what is present is skipped. ``trajectory_points`` is inserted
 before ``outcomes``, so an outcome present means its points are too.
+
+Inserts reuse one clickhouse-connect insert context per table, which saves
+the ``DESCRIBE TABLE`` round trip ``client.insert`` makes every time.
 
 Errors are sorted: :class:`TransientWriteError` (server down, slow, busy) is
 retried by the sink; :class:`~pipeline.stream.errors.SinkError` (the server
@@ -24,16 +35,18 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any, NamedTuple, TypeVar
 
 from pydantic import ValidationError
 
 from pipeline.errors import WarehouseError
 from pipeline.stream.errors import SinkError
 from pipeline.stream.metrics import Metrics
+from pipeline.stream.outcome_rows import OutcomeRows, outcome_rows
 from pipeline.warehouse import rows
 from pipeline.warehouse.errors import WarehouseUnreachableError
-from schemas import DeadLetter, InferenceEvent, Outcome, UserFeedback
+from schemas import DeadLetter, ErrorKind, InferenceEvent, Outcome, UserFeedback
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +68,15 @@ class TransientWriteError(Exception):
     """ClickHouse could not take the batch now; the sink retries it as it is."""
 
 
-@dataclass(frozen=True, slots=True)
-class SinkRecord:
-    """One consumed record of a sink topic."""
+class SinkRecord(NamedTuple):
+    """One consumed record of a sink topic (a tuple: made once per record, cheaply)."""
 
     source: str
     topic: str
     partition: int
     offset: int
     value: bytes | None
+    key: bytes | None = None
 
 
 @dataclass
@@ -115,25 +128,42 @@ def classify(exc: BaseException, what: str) -> Exception:
     return SinkError(f"ClickHouse refused {what}: {first}")
 
 
-_M = TypeVar("_M", InferenceEvent, UserFeedback, DeadLetter, Outcome)
+_M = TypeVar("_M", InferenceEvent, UserFeedback, DeadLetter)
 
 
 def _decode(kind: type[_M], rec: SinkRecord, skipped: Counter[str]) -> _M | None:
     try:
-        return kind.from_bytes(rec.value or b"")
+        message = kind.from_bytes(rec.value or b"")
     except ValidationError:
         # Only the joiner dead-letters input; here it is counted and left out.
         skipped[f"invalid {rec.source}"] += 1
         return None
+    if isinstance(message, InferenceEvent | UserFeedback) and (
+        rec.key != message.request_id.encode()
+    ):
+        # The joiner dead-letters an input not keyed by its request_id; so does the sink.
+        skipped[f"invalid {rec.source}"] += 1
+        return None
+    return message
 
 
 class ClickHouseWriter:
     """Inserts batches through one lazily opened clickhouse-connect client."""
 
-    def __init__(self, connect: Callable[[], Any], metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        metrics: Metrics | None = None,
+        *,
+        worker_id: str = "sink",
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._connect = connect
         self._client: Any = None
+        self._contexts: dict[str, Any] = {}
         self.metrics = metrics or Metrics()
+        self.worker_id = worker_id
+        self.clock = clock
 
     def _get_client(self) -> Any:
         if self._client is None:
@@ -141,6 +171,7 @@ class ClickHouseWriter:
                 self._client = self._connect()
             except Exception as exc:
                 raise classify(exc, "connecting") from exc
+            self._contexts.clear()
         return self._client
 
     def close(self) -> None:
@@ -148,6 +179,7 @@ class ClickHouseWriter:
         if self._client is not None:
             self._client.close()
             self._client = None
+            self._contexts.clear()
 
     def write(self, batch: Batch) -> dict[str, int]:
         """Insert the batch; return rows per table.
@@ -165,13 +197,24 @@ class ClickHouseWriter:
             if not values:
                 continue
             token = batch.token(table, digest)
-            settings = {**_INSERT_SETTINGS, "insert_deduplication_token": token}
             try:
-                client.insert(table, values, column_names=columns, settings=settings)
+                self._insert(client, table, columns, values, token)
             except Exception as exc:
+                self._contexts.pop(table, None)  # a failed context may hold its data
                 raise classify(exc, f"the insert into {table}") from exc
             written[table] = len(values)
         return written
+
+    def _insert(
+        self, client: Any, table: str, columns: tuple[str, ...], values: list[list[Any]], token: str
+    ) -> None:
+        context = self._contexts.get(table)
+        if context is None:
+            context = client.create_insert_context(table, column_names=list(columns))
+            self._contexts[table] = context
+        context.settings = {**_INSERT_SETTINGS, "insert_deduplication_token": token}
+        context.data = values
+        client.data_insert(context)
 
     def prepare(self, client: Any, batch: Batch) -> Prepared:
         """Decode the batch into rows; outcomes already in the table are left out."""
@@ -179,54 +222,84 @@ class ClickHouseWriter:
         events: list[list[Any]] = []
         feedback: list[list[Any]] = []
         letters: list[list[Any]] = []
-        outcomes: list[tuple[Outcome, SinkRecord]] = []
+        outcomes: list[OutcomeRows] = []
         for rec in batch.records:
-            if rec.source == "inference-events":
+            if rec.source == "outcomes":
+                parts = outcome_rows(rec.value or b"", rec.topic, rec.partition, rec.offset)
+                if parts is None:
+                    parts = self._checked_outcome(rec, skipped, letters)
+                if parts is not None:
+                    outcomes.append(parts)
+            elif rec.source == "inference-events":
                 if event := _decode(InferenceEvent, rec, skipped):
                     _, row = rows.inference_event_row(event, rec.topic, rec.partition, rec.offset)
                     events.append(row)
             elif rec.source == "user-feedback":
                 if fb := _decode(UserFeedback, rec, skipped):
                     feedback.append(rows.feedback_row(fb, rec.topic, rec.partition, rec.offset))
-            elif rec.source == "dead-letters":
-                if letter := _decode(DeadLetter, rec, skipped):
-                    letters.append(rows.dead_letter_row(letter))
-            elif outcome := _decode(Outcome, rec, skipped):
-                outcomes.append((outcome, rec))
+            elif letter := _decode(DeadLetter, rec, skipped):
+                letters.append(rows.dead_letter_row(letter))
         fresh = self._fresh(client, outcomes, skipped)
-        points = [row for outcome, _, _ in fresh for row in rows.trajectory_rows(outcome)]
-        outcome_rows = [
-            rows.outcome_row(o, r.topic, r.partition, r.offset, prev) for o, r, prev in fresh
-        ]
+        points = [row for parts, _ in fresh for row in parts.points]
+        outcome_rows_ = [[*parts.row, prev] for parts, prev in fresh]
         return Prepared(
             [
                 ("inference_events", rows.INFERENCE_EVENT_COLUMNS, events),
                 ("user_feedback", rows.FEEDBACK_COLUMNS, feedback),
                 ("dead_letters", rows.DEAD_LETTER_COLUMNS, letters),
                 ("trajectory_points", rows.TRAJECTORY_COLUMNS, points),
-                ("outcomes", rows.OUTCOME_COLUMNS, outcome_rows),
+                ("outcomes", rows.OUTCOME_COLUMNS, outcome_rows_),
             ],
             skipped,
         )
 
+    def _checked_outcome(
+        self, rec: SinkRecord, skipped: Counter[str], letters: list[list[Any]]
+    ) -> OutcomeRows | None:
+        """An outcome the fast path refused, validated with the contract; else a dead letter."""
+        raw = rec.value or b""
+        try:
+            outcome = Outcome.from_bytes(raw)
+        except ValidationError as exc:
+            skipped["invalid outcomes"] += 1
+            kind: ErrorKind = "decode" if exc.errors()[0]["type"] == "json_invalid" else "validate"
+            log.warning(
+                "outcome at %s/%d@%d breaks its contract", rec.topic, rec.partition, rec.offset
+            )
+            letter = DeadLetter.capture(
+                source_topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                key=rec.key, raw=raw, error=str(exc), error_kind=kind, ts=self.clock(),
+                worker_id=self.worker_id,
+            )  # fmt: skip
+            letters.append(rows.dead_letter_row(letter))
+            return None
+        row = rows.outcome_row(outcome, rec.topic, rec.partition, rec.offset)[:-1]
+        return OutcomeRows(
+            outcome.request_id,
+            outcome.version,
+            row,
+            rows.trajectory_rows(outcome),
+            rows.contribution(outcome),
+        )
+
     def _fresh(
-        self, client: Any, outcomes: list[tuple[Outcome, SinkRecord]], skipped: Counter[str]
-    ) -> list[tuple[Outcome, SinkRecord, rows.Contribution]]:
+        self, client: Any, outcomes: list[OutcomeRows], skipped: Counter[str]
+    ) -> list[tuple[OutcomeRows, rows.Contribution]]:
         """The outcomes newer than what the table holds, each with what it replaces."""
         if not outcomes:
             return []
-        ids = sorted({outcome.request_id for outcome, _ in outcomes})
+        ids = sorted({parts.request_id for parts in outcomes})
         try:
             found = client.query(_EXISTING, parameters={"ids": ids}).result_rows
         except Exception as exc:
             raise classify(exc, "the lookup of existing outcomes") from exc
         latest: dict[str, rows.Contribution] = {str(rid): tuple(c) for rid, c in found}
-        fresh: list[tuple[Outcome, SinkRecord, rows.Contribution]] = []
-        for outcome, rec in outcomes:
-            prev = latest.get(outcome.request_id, rows.NO_PREVIOUS)
-            if outcome.version <= prev[0]:
+        fresh: list[tuple[OutcomeRows, rows.Contribution]] = []
+        for parts in outcomes:
+            prev = latest.get(parts.request_id, rows.NO_PREVIOUS)
+            if parts.version <= prev[0]:
                 skipped["outcome already written"] += 1
                 continue
-            latest[outcome.request_id] = rows.contribution(outcome)
-            fresh.append((outcome, rec, prev))
+            latest[parts.request_id] = parts.contribution
+            fresh.append((parts, prev))
         return fresh

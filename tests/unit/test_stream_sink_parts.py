@@ -71,8 +71,12 @@ class FakeClient:
         found = [(rid, c) for rid, c in self.existing.items() if rid in parameters["ids"]]
         return type("Result", (), {"result_rows": found})()
 
-    def insert(self, table: str, values: list[list[Any]], **kw: Any) -> None:
-        self.inserts.append((table, values, kw["settings"]))
+    def create_insert_context(self, table: str, column_names: list[str]) -> Any:
+        return type("Context", (), {"table": table, "settings": {}, "data": None})()
+
+    def data_insert(self, context: Any) -> None:
+        self.inserts.append((context.table, context.data, dict(context.settings)))
+        context.data = None
 
     def close(self) -> None:
         return
@@ -92,7 +96,7 @@ def test_prepare_skips_written_versions_and_carries_what_each_row_replaces() -> 
     records.append(SinkRecord("outcomes", "o", 0, 9, b"garbage"))
     writer = ClickHouseWriter(lambda: client)
     written = writer.write(Batch(records))
-    assert written == {"trajectory_points": 6, "outcomes": 2}
+    assert written == {"dead_letters": 1, "trajectory_points": 6, "outcomes": 2}
     table, values, settings = client.inserts[-1]
     assert table == "outcomes"
     prev_index = rows.OUTCOME_COLUMNS.index("prev")
@@ -100,7 +104,10 @@ def test_prepare_skips_written_versions_and_carries_what_each_row_replaces() -> 
     assert values[0][prev_index] == stored
     assert values[1][prev_index] == rows.contribution(outcome(3, 2))
     assert settings["insert_deduplication_token"].startswith("outcomes:")
-    assert [t for t, _, _ in client.inserts] == ["trajectory_points", "outcomes"]
+    assert [t for t, _, _ in client.inserts] == ["dead_letters", "trajectory_points", "outcomes"]
+    letter = dict(zip(rows.DEAD_LETTER_COLUMNS, client.inserts[0][1][0], strict=True))
+    assert (letter["source_topic"], letter["offset"], letter["error_kind"]) == ("o", 9, "decode")
+    assert letter["raw_head"] == b"garbage" and "Invalid JSON" in letter["error"]
 
 
 def test_a_retry_inserts_exactly_what_the_first_attempt_prepared() -> None:
