@@ -560,3 +560,24 @@ def private_stack(state_dir: Path, services: set[str]) -> Iterator[PrivateStack]
         yield PrivateStack(settings)
     finally:
         manager.down(settings)
+
+
+def known_issue_joiner_commits_catch_up(settings: Settings, timeout_s: float = 20) -> None:
+    """Wait for the joiner group's commits to reach the end, else xfail on the known bug.
+
+    Known bug (README, Guarantees): after a worker is SIGKILLed, the joiner's
+    committed offsets on the partitions that moved can stay behind for
+    minutes although every record was processed and landed. Called last, after
+    the workers stopped (SIGTERM commits what they acknowledged) and once
+    delivery and exactly-once have been asserted, so the bug marks the test
+    xfail without hiding anything else.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if joiner_lag(settings) == 0:
+            return
+        time.sleep(1)
+    pytest.xfail(
+        "known bug: the joiner's committed offsets stayed behind after a SIGKILL "
+        f"although every outcome landed: {joiner_lag_detail(settings)}"
+    )
