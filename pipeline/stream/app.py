@@ -17,8 +17,9 @@ raises ``NotImplementedError``), so the join is the table.
 - Table store: ``memory://`` by default. Faust still writes every change to
   the table's compacted changelog topic and rebuilds the memory store from it
   at start (and on rebalance), so a restart loses nothing but takes time
-  proportional to the open entries. ``rocksdb://`` (needs faust's rocksdb
-  extra) keeps state on disk between starts.
+  proportional to the open entries. ``rocksdb://`` (needs ``rocksdict``,
+  not installed by this project) keeps state on disk between starts, under
+  ``<state_dir>/stream/<app id>``, where Faust keeps its app data either way.
 - Delivery: at least once. A batch's records are acknowledged only after
   its outcomes, dead letters and changelog records are in the producer, and
   Faust flushes the producer before it commits input offsets; a crash in
@@ -106,6 +107,8 @@ def build_app(
     from mode import CrashingSupervisor
 
     app_id = settings.topic(stream.app_id)
+    datadir = settings.state_dir / "stream"
+    datadir.mkdir(parents=True, exist_ok=True)  # Faust makes only the last level
     app = faust.App(
         app_id,
         broker=[f"kafka://{s.strip()}" for s in settings.kafka.bootstrap_servers.split(",")],
@@ -116,6 +119,9 @@ def build_app(
         store=stream.store,
         autodiscover=False,
         web_enabled=False,
+        # Faust's default is "<app id>-data" in the working directory: one
+        # folder per app id wherever the worker was started from.
+        datadir=str(datadir / app_id),
         topic_partitions=partitions,
         topic_disable_leader=True,  # the leader topic serves features we do not use
         consumer_auto_offset_reset="earliest",

@@ -62,7 +62,16 @@ class TableStore:
     def put(self, key: str, value: bytes, shard: int) -> None:
         """Store a state and queue its changelog record (a new value: never mutated)."""
         raw_key = key.encode()
-        self.table.data[raw_key] = value
+        data = self.table.data
+        if hasattr(data, "_db_for_partition"):
+            # The rocksdb store keeps one database per partition and takes the
+            # partition from the event being processed, which a batch has none
+            # of (it asserts on it): write to the shard's database as its _set does.
+            encoded = data._encode_key(raw_key)  # noqa: SLF001  # see above
+            data._key_index[encoded] = shard  # noqa: SLF001
+            data._db_for_partition(shard).put(encoded, data._encode_value(value))  # noqa: SLF001
+        else:
+            data[raw_key] = value
         self._pending.append((raw_key, value, shard))
 
     def delete(self, key: str, shard: int) -> None:

@@ -75,3 +75,40 @@ def test_a_failed_delivery_is_reported_as_fatal() -> None:
 
     fatal = asyncio.run(scenario())
     assert [str(exc) for exc in fatal] == ["broker gone"]
+
+
+class FakeDB(dict[bytes, bytes]):
+    def put(self, key: bytes, value: bytes) -> None:
+        self[key] = value
+
+
+class PartitionedData(FakeData):
+    """Faust's rocksdb store's shape: a database per partition, no partition without an event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dbs: dict[int, FakeDB] = {}
+        self._key_index: dict[bytes, int] = {}
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        msg = "no current event"  # what rocksdb's _set asserts in a batch
+        raise AssertionError(msg)
+
+    def _encode_key(self, key: bytes) -> bytes:
+        return key
+
+    def _encode_value(self, value: bytes) -> bytes:
+        return value
+
+    def _db_for_partition(self, partition: int) -> FakeDB:
+        return self.dbs.setdefault(partition, FakeDB())
+
+
+def test_a_per_partition_store_is_written_in_the_shards_database() -> None:
+    table = fake_table()
+    table.data = PartitionedData()
+    store = TableStore(table, Sender(SimpleNamespace(producer=FakeProducer()), print))
+    store.put("a", b"1", 3)
+    store.put("b", b"2", 5)
+    assert table.data.dbs == {3: {b"a": b"1"}, 5: {b"b": b"2"}}
+    assert table.data._key_index == {b"a": 3, b"b": 5}  # noqa: SLF001  # the store's own index
