@@ -30,7 +30,13 @@ def _register() -> None:
 def main() -> None:
     """Entry point of the `pipeline` console script."""
     _register()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # PIPELINE_LOG_LEVEL=INFO (or DEBUG) shows the libraries' own logs too: Faust's
+    # rebalances, seeks and commits, aiokafka's group membership.
+    level = os.environ.get("PIPELINE_LOG_LEVEL", "WARNING").upper()
+    if level not in logging.getLevelNamesMapping():
+        err_console.print(f"error: PIPELINE_LOG_LEVEL={level!r} is not a log level (try INFO)")
+        sys.exit(2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # Its connection errors are turned into one clear line by the warehouse client.
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
     logging.getLogger("urllib3").setLevel(logging.ERROR)

@@ -20,11 +20,19 @@ raises ``NotImplementedError``), so the join is the table.
   proportional to the open entries. ``rocksdb://`` (needs ``rocksdict``,
   not installed by this project) keeps state on disk between starts, under
   ``<state_dir>/stream/<app id>``, where Faust keeps its app data either way.
-- Delivery: at least once. A batch's records are acknowledged only after
-  its outcomes, dead letters and changelog records are in the producer, and
+- Delivery: at least once. A batch's outcomes are delivered (acks=all)
+  before its join states go to the changelog, so a crash between the two
+  replays inputs into states without them, which re-emits the same row
+  versions (the sink stores each version once); the other order could lose an
+  outcome. A batch's records are acknowledged only after its outcomes, dead
+  letters and changelog records are in the producer, and
   Faust flushes the producer before it commits input offsets; a crash in
   between replays inputs, which the join absorbs as duplicates or re-emits as
-  identical row versions. A batch that fails is never acknowledged.
+  identical row versions. A batch that fails is never acknowledged. Offsets
+  are committed only up to the first record not acknowledged, with Faust's
+  "gap" skipping turned off, and nothing fetched before Faust's seek to the
+  committed offsets is handed out after it (:mod:`~pipeline.stream.faust_io`:
+  after a failover, Faust's own handling could leave records unprocessed).
 - Failure policy: bad input is dead-lettered and consumption goes on. Any
   other exception in the agent or the sweeper, and any record the producer
   fails to deliver, is reported to ``on_fatal``; the agent crashes with
@@ -36,6 +44,7 @@ raises ``NotImplementedError``), so the join is the table.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,7 +53,7 @@ from typing import Any
 
 from pipeline.config import KafkaSettings, Settings
 from pipeline.stream.config import StreamSettings
-from pipeline.stream.faust_io import Sender, TableStore
+from pipeline.stream.faust_io import SeekGuard, Sender, TableStore, ignore_offset_gaps
 from pipeline.stream.metrics import Metrics
 from pipeline.stream.processor import INPUTS, Processor, Record, Source
 
@@ -133,6 +142,8 @@ def build_app(
         agent_supervisor=CrashingSupervisor,
     )
     by_topic: dict[str, Source] = {settings.topic(name): name for name in INPUTS}
+    ignore_offset_gaps(app.consumer)
+    SeekGuard(app.consumer, by_topic).install()
     raw: dict[str, Any] = {
         "key_type": bytes,
         "value_type": bytes,
@@ -157,6 +168,21 @@ def build_app(
         store, stream.effective_worker_id(), metrics, cache_entries=stream.state_cache_entries
     )
 
+    # Outcomes are delivered before the join states that record them go to the
+    # changelog: the other way round, a crash between the two would leave a
+    # state that says "emitted" for an outcome that never was, and its inputs
+    # replayed as duplicates would emit nothing. One turn at a time (agent or
+    # sweeper), so neither sends the other's states ahead of its outcomes.
+    turn = asyncio.Lock()
+
+    async def publish(outcomes: Sequence[Any]) -> None:
+        sent = [
+            await sender.send(outcomes_topic, outcome.request_id.encode(), outcome.to_bytes())
+            for outcome in outcomes
+        ]
+        if sent:
+            await asyncio.gather(*sent)
+
     async def handle(events: Sequence[Any]) -> None:
         generation = app.consumer_generation_id
         records: list[Record] = []
@@ -176,12 +202,12 @@ def build_app(
                     message.value,
                 )
             )
-        result = processor.process_batch(records, clock())
-        await store.send_changelog()
-        for outcome in result.outcomes:
-            await sender.send(outcomes_topic, outcome.request_id.encode(), outcome.to_bytes())
-        for letter in result.dead_letters:
-            await sender.send(letters_topic, letter.key, letter.to_bytes())
+        async with turn:
+            result = processor.process_batch(records, clock())
+            for letter in result.dead_letters:
+                await sender.send(letters_topic, letter.key, letter.to_bytes())
+            await publish(result.outcomes)
+            await store.send_changelog()
         # Everything is in the producer: the flush before the next commit covers it.
         for event in current:
             event.ack()
@@ -201,9 +227,9 @@ def build_app(
             return
         try:
             owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == events_topic}
-            for outcome in processor.expire(clock(), stream.join_window_s, owned):
-                await sender.send(outcomes_topic, outcome.request_id.encode(), outcome.to_bytes())
-            await store.send_changelog()
+            async with turn:
+                await publish(list(processor.expire(clock(), stream.join_window_s, owned)))
+                await store.send_changelog()
         except Exception as exc:
             on_fatal(exc)
             raise

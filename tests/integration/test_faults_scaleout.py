@@ -19,8 +19,8 @@ from tests.integration._faults import (
     Traffic,
     WorkerProcess,
     assert_delivered,
+    assert_joiner_commits_reach_the_end,
     eventually,
-    known_issue_joiner_commits_catch_up,
     missing_ids,
     outcome_counts,
     send_requests,
@@ -76,4 +76,4 @@ def test_a_killed_workers_partitions_move_to_the_other_and_nothing_is_lost(
     assert counts.final == counts.unique == counts.labeled == 3600, counts
     assert counts.max_per_version == 1, f"a (request_id, version) row was written twice: {counts}"
     assert counts.rollup_requests == 3600, counts
-    known_issue_joiner_commits_catch_up(settings)
+    assert_joiner_commits_reach_the_end(settings)

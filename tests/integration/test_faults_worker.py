@@ -31,8 +31,8 @@ from tests.integration._faults import (
     Traffic,
     WorkerProcess,
     assert_delivered,
+    assert_joiner_commits_reach_the_end,
     eventually,
-    known_issue_joiner_commits_catch_up,
     missing_ids,
     outcome_counts,
     send_requests,
@@ -100,7 +100,7 @@ def test_sigkill_mid_batch_then_restart_lands_every_outcome_exactly_once(
             assert second.alive(), second.output()
     assert missing_ids(settings, tenant, traffic.ids + later) == []
     assert_exactly_once(settings, tenant, n + 600)
-    known_issue_joiner_commits_catch_up(settings)
+    assert_joiner_commits_reach_the_end(settings)
 
 
 @pytest.fixture
