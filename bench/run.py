@@ -8,8 +8,9 @@
 
 Each script runs as a subprocess with ``--json`` and a timeout; its output is
 shown as it goes. Every result (or failure) is kept as JSON under
-``--results`` (``.state/bench`` by default), so a section not selected by
-``--only`` is shown from its last run, with that run's date. A script that
+``--results`` (``bench/results``, kept in git beside BENCHMARKS.md, by
+default), so a section not selected by ``--only`` is shown from its last run,
+with that run's date, in a fresh clone too. A script that
 fails, times out or writes no valid JSON gets its section marked failed with
 the tail of its output; the file is still written and the exit code is 1.
 Goals not met are results, not failures.
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short workloads: a smoke test")
     parser.add_argument("--only", nargs="+", choices=names, metavar="NAME", help=", ".join(names))
     parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
-    parser.add_argument("--results", type=Path, default=ROOT / ".state" / "bench")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument(
         "--stack",
         choices=["embedded", "env"],
