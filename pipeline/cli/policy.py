@@ -160,20 +160,52 @@ def approve(
     version: str = typer.Argument(..., help="Version number or alias (e.g. candidate)."),
     by: str = BY,
     reason: str = REASON,
+    canary: float | None = typer.Option(
+        None,
+        "--canary",
+        min=0.0,
+        max=1.0,
+        help=(
+            "Serve it first to this share of requests (0-1, exclusive) beside production; "
+            "`pipeline controller` promotes or rolls it back on its guardrails."
+        ),
+    ),
     policy: str = POLICY,
     model: str | None = MODEL,
 ) -> None:
-    """Approve a pending version: `production` moves to it; the publisher sends it."""
+    """Approve a pending version: `production` moves to it (or to a canary carrying it)."""
+    from pipeline.controller.canary import approve_canary
+    from pipeline.controller.plan import T_CANARY_BASE
     from pipeline.registry.actions import approve as do_approve
     from pipeline.registry.versions import mlflow_errors, resolve
 
+    if canary is not None and not 0 < canary < 1:
+        msg = f"--canary must be between 0 and 1 (exclusive), got {canary}"
+        raise ConfigError(msg)
     settings, control, name = _target(policy, model)
     audit = _audit(settings, control)
     with mlflow_errors(f"approving {name} {version}"):
         client = _client(settings)
         number = resolve(client, name, version)
-        do_approve(client, name, number, by=by, reason=reason, audit=audit)
-    console.print(f"approved {name} v{number}: production -> v{number}")
+        if canary is None:
+            do_approve(client, name, number, by=by, reason=reason, audit=audit)
+            console.print(f"approved {name} v{number}: production -> v{number}")
+            return
+        carrier = approve_canary(
+            client,
+            name,
+            number,
+            experiment=settings.mlflow.experiment,
+            share=canary,
+            by=by,
+            reason=reason,
+            audit=audit,
+        )
+    console.print(
+        f"approved {name} v{number} as a canary on {canary:.0%} of requests: production -> "
+        f"v{carrier.version} (v{carrier.tags.get(T_CANARY_BASE, '0')} plus the canary); "
+        "`pipeline controller` promotes or rolls it back"
+    )
 
 
 @policy_app.command("reject")

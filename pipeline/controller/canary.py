@@ -15,9 +15,11 @@ from pipeline.control.audit import AuditAction, AuditEvent, AuditSink
 from pipeline.controller import plan
 from pipeline.optimizer.sequential import Verdict
 from pipeline.registry import names
-from pipeline.registry.actions import rollback
+from pipeline.registry.actions import policy_name_of, rollback
+from pipeline.registry.errors import ReviewError
 from pipeline.registry.policies import log_policy_version, now_iso, promotion_tags
-from pipeline.registry.versions import VersionRecord, get_version
+from pipeline.registry.review import check_approve
+from pipeline.registry.versions import VersionRecord, aliases, get_version, load_policy
 from schemas import PolicyBody
 
 
@@ -27,7 +29,12 @@ def _tag(client: Any, record: VersionRecord, tags: dict[str, str]) -> None:
 
 
 def _audit(
-    audit: AuditSink | None, action: AuditAction, record: VersionRecord, policy: str, why: str
+    audit: AuditSink | None,
+    action: AuditAction,
+    record: VersionRecord,
+    policy: str,
+    why: str,
+    actor: str = plan.ACTOR,
 ) -> None:
     if audit is not None:
         audit(
@@ -36,7 +43,7 @@ def _audit(
                 policy_name=policy,
                 model_name=record.model_name,
                 version=record.version,
-                actor=plan.ACTOR,
+                actor=actor,
                 reason=why[:1000],
             )
         )
@@ -52,10 +59,12 @@ def _register(
     tags: dict[str, str],
     run_name: str,
     why: str,
+    actor: str = plan.ACTOR,
+    state: names.ReviewState = "auto_approved",
 ) -> VersionRecord:
     at = now_iso()
     all_tags = {
-        **promotion_tags(plan.ACTOR, why[: plan.MAX_TAG_CHARS], "auto_approved", at),
+        **promotion_tags(actor, why[: plan.MAX_TAG_CHARS], state, at),
         names.T_PROPOSED_AT: at,
         names.T_PROPOSAL_REASON: why[: plan.MAX_TAG_CHARS],
         **tags,
@@ -87,13 +96,24 @@ def start_canary(
     base: PolicyBody,
     share: float,
     audit: AuditSink | None,
+    actor: str = plan.ACTOR,
+    reason: str = "",
 ) -> VersionRecord:
-    """Register and make production a carrier serving ``candidate`` to ``share`` of requests."""
+    """Register and make production a carrier serving ``candidate`` to ``share`` of requests.
+
+    ``actor`` is who decided: the controller (the carrier is ``auto_approved``)
+    or a reviewer (``approved``, with their ``reason`` first).
+    """
     body = plan.canary_body(base, candidate_body, candidate.version, share)
     why = (
         f"canary of v{candidate.version} on {share:.0%} of requests, "
         f"production stays v{base_version or 0}"
     )
+    if reason:
+        why = f"{reason}; {why}"
+    by_controller = actor == plan.ACTOR
+    state: names.ReviewState = "auto_approved" if by_controller else "approved"
+    action: AuditAction = "auto_approved" if by_controller else "approved"
     carrier = _register(
         client,
         experiment=experiment,
@@ -103,14 +123,80 @@ def start_canary(
         tags={plan.T_CANARY_OF: str(candidate.version), plan.T_CANARY_BASE: str(base_version or 0)},
         run_name=f"{policy_name}-canary-v{candidate.version}",
         why=why,
+        actor=actor,
+        state=state,
     )
     _tag(
         client,
         candidate,
         {plan.T_CANARY_STATE: "running", plan.T_CANARY_CARRIER: str(carrier.version)},
     )
-    _audit(audit, "auto_approved", carrier, policy_name, why)
+    _audit(audit, action, carrier, policy_name, why, actor)
     return carrier
+
+
+def approve_canary(
+    client: Any,
+    model_name: str,
+    version: int,
+    *,
+    experiment: str,
+    share: float,
+    by: str,
+    reason: str,
+    audit: AuditSink | None,
+) -> VersionRecord:
+    """A reviewer's approval of a pending version as a canary beside production.
+
+    The version stays pending: production becomes a carrier serving it to
+    ``share`` of requests, and the controller's guardrail monitor promotes or
+    rolls it back as it does for the canaries it starts itself. Returns the carrier.
+
+    Raises:
+        ReviewError: the version may not be approved (the rules of ``approve``),
+            there is no production version to compare it with, or a canary is
+            already running.
+        PolicyArtifactError: if a policy is missing or invalid.
+    """
+    if not 0 < share < 1:
+        msg = f"canary share must be between 0 and 1 (exclusive), got {share}"
+        raise ValueError(msg)
+    record = get_version(client, model_name, version)
+    current = aliases(client, model_name).get(names.PRODUCTION)
+    check_approve(record.view(), current)
+    if current is None:
+        msg = (
+            f"{model_name} has no production version for a canary to run beside: "
+            "approve it without --canary"
+        )
+        raise ReviewError(msg)
+    production = load_policy(client, get_version(client, model_name, current))
+    running = plan.running_canary(production)
+    if running is not None:
+        msg = (
+            f"a canary of v{running} is running on production v{current}: wait for its "
+            "verdict or roll it back first"
+        )
+        raise ReviewError(msg)
+    candidate_body = load_policy(client, record)
+    if plan.running_canary(candidate_body) is not None:
+        msg = f"version {version} carries a canary itself; approve a plain policy"
+        raise ReviewError(msg)
+    at = now_iso()
+    _tag(client, record, {names.T_WHO: by, names.T_WHEN: at, names.T_WHY: reason})
+    return start_canary(
+        client,
+        experiment=experiment,
+        policy_name=policy_name_of(record),
+        candidate=record,
+        candidate_body=candidate_body,
+        base_version=current,
+        base=plan.base_body(production),
+        share=share,
+        audit=audit,
+        actor=by,
+        reason=reason,
+    )
 
 
 def promote_canary(
@@ -224,6 +310,4 @@ def rollback_canary(
 
 
 def _aliases_of(client: Any, model_name: str, version: int) -> list[str]:
-    from pipeline.registry.versions import aliases
-
     return [alias for alias, v in aliases(client, model_name).items() if v == version]

@@ -31,7 +31,8 @@ from pipeline.registry.versions import (
 log = logging.getLogger(__name__)
 
 
-def _policy_name(record: VersionRecord) -> str:
+def policy_name_of(record: VersionRecord) -> str:
+    """The policy (control topic key) a registered version is for."""
     name = record.tags.get(names.T_POLICY_NAME)
     if not name:
         msg = (
@@ -67,7 +68,7 @@ def approve(
     record = get_version(client, model_name, version)
     current = aliases(client, model_name).get(names.PRODUCTION)
     check_approve(record.view(), current)
-    policy_name = _policy_name(record)
+    policy_name = policy_name_of(record)
     load_policy(client, record)
     _set_tags(client, record, promotion_tags(by, reason, "approved", now_iso()))
     client.set_registered_model_alias(model_name, names.PRODUCTION, str(version))
@@ -97,7 +98,7 @@ def reject(
     record = get_version(client, model_name, version)
     found = aliases(client, model_name)
     check_reject(record.view(), found.get(names.PRODUCTION))
-    policy_name = _policy_name(record)
+    policy_name = policy_name_of(record)
     _set_tags(
         client,
         record,
@@ -183,7 +184,7 @@ def rollback(
     )
     by_version = {r.version: r for r in records}
     bad, good = by_version[bad_view.version], by_version[good_view.version]
-    policy_name = _policy_name(good)
+    policy_name = policy_name_of(good)
     body = load_policy(client, good)
     at = now_iso()
     tags = {

@@ -272,3 +272,115 @@ def test_optimize_exits_non_zero_with_one_line_when_clickhouse_is_down(
     assert "Traceback" not in done.stderr
     ml = mlflow_connect(settings.mlflow)
     assert ml.search_model_versions(f"name = '{settings.control.model_name(policy)}'") == []
+
+
+def test_a_harmless_canary_is_promoted_and_the_node_serves_it_to_everyone(
+    settings: Settings, policy: str, node: Node
+) -> None:
+    insert(settings, exploration(policy, 1200))
+    assert run_cycle(settings, make_spec(policy, canary_share=0.0)).version == 1
+    assert publish(settings) == [("published", 1)]
+
+    spec = make_spec(policy, canary_share=0.5)
+    started = run_cycle(settings, spec)
+    assert (started.route, started.version, started.production) == ("canary", 2, 3)
+    assert publish(settings) == [("published", 3)]
+    assert node.subscriber.wait_for_version(3, timeout=30)
+    assert node.controller.snapshot.candidate_version == 2
+
+    # Both arms equally good: every guardrail's safety test crosses (the
+    # negative-feedback margin of 0.01 needs several hundred pairs).
+    now = datetime.now(UTC)
+    served = [
+        outcome(policy, i, ts=now, exploration=False, arm=arm, version=v, em=True)
+        for i in range(800)
+        for arm, v in (("candidate", 2), ("production", 3))
+    ]
+    insert(settings, served)
+    checked = check_canary(settings, spec)
+    assert checked.action == "promoted", checked.detail
+    assert checked.version == 4
+
+    ml = mlflow_connect(settings.mlflow)
+    model = settings.control.model_name(policy)
+    candidate, carrier, promoted = (get_version(ml, model, v) for v in (2, 3, 4))
+    assert candidate.review_state == "approved"
+    assert candidate.tags["canary_state"] == "promoted"
+    assert candidate.tags["replaced_by"] == "4"
+    assert promoted.tags["promotes"] == "2"
+    assert "em:" in promoted.tags["canary_evidence"]
+    assert load_policy(ml, promoted).segments == load_policy(ml, candidate).segments
+    assert load_policy(ml, promoted) != load_policy(ml, get_version(ml, model, 1))
+    assert carrier.review_state != "rolled_back"
+
+    assert publish(settings) == [("published", 4)]
+    assert node.subscriber.wait_for_version(4, timeout=30)
+    assert node.controller.snapshot.candidate_version is None
+    assert acked(settings, 4)
+    assert check_canary(settings, spec).action == "idle"
+
+
+def policy_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **settings_env(settings), "COLUMNS": "200"}
+    return subprocess.run(  # noqa: S603  # our own interpreter and module
+        [sys.executable, "-m", "pipeline.cli", "policy", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_a_reviewer_approves_a_pending_version_as_a_canary_and_rejecting_it_rolls_back(
+    settings: Settings, policy: str, node: Node
+) -> None:
+    insert(settings, exploration(policy, 1200))
+    assert run_cycle(settings, make_spec(policy, canary_share=0.0)).version == 1
+    assert publish(settings) == [("published", 1)]
+    manual = settings.model_copy(
+        update={"control": settings.control.model_copy(update={"auto_approve": False})}
+    )
+    spec = make_spec(policy, canary_share=0.5)
+    pending = run_cycle(manual, spec)
+    assert (pending.status, pending.route, pending.version) == ("registered", "pending", 2)
+
+    model = settings.control.model_name(policy)
+    who = ("--by", "ann", "--reason", "looks safe", "--model", model)
+    bad_share = policy_cli(settings, "approve", "2", "--canary", "1", *who)
+    assert bad_share.returncode != 0 and "--canary" in bad_share.stderr
+    assert "Traceback" not in bad_share.stderr
+    done = policy_cli(settings, "approve", "candidate", "--canary", "0.25", *who)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "canary on 25% of requests: production -> v3" in " ".join(done.stdout.split())
+
+    ml = mlflow_connect(settings.mlflow)
+    candidate, carrier = get_version(ml, model, 2), get_version(ml, model, 3)
+    assert candidate.review_state == "pending"  # only the canary's end decides
+    assert (candidate.tags["canary_state"], candidate.tags["who"]) == ("running", "ann")
+    assert (carrier.review_state, carrier.tags["approved_by"]) == ("approved", "ann")
+    assert carrier.tags["why"].startswith("looks safe; canary of v2 on 25% of requests")
+    carried = load_policy(ml, carrier)
+    assert (carried.candidate_version, carried.canary_share) == (2, 0.25)
+    assert carried.segments == load_policy(ml, get_version(ml, model, 1)).segments
+    assert carried.candidate_segments == load_policy(ml, candidate).segments
+
+    assert publish(settings) == [("published", 3)]
+    assert node.subscriber.wait_for_version(3, timeout=30)
+    assert node.controller.snapshot.candidate_version == 2
+
+    # The carrier is production now, so v2 is older than it: not approvable again.
+    again = policy_cli(settings, "approve", "2", "--canary", "0.25", *who)
+    assert again.returncode == 1 and "older than production" in again.stderr
+
+    rejected = policy_cli(
+        settings, "reject", "2", *("--by", "bob", "--reason", "no"), "--model", model
+    )
+    assert rejected.returncode == 0, rejected.stderr
+    checked = check_canary(settings, spec)
+    assert checked.action == "rolled_back" and "rejected by a reviewer" in checked.detail
+    restored = get_version(ml, model, 4)
+    assert (restored.tags["rollback_of"], restored.tags["restores"]) == ("3", "1")
+    assert publish(settings) == [("published", 4)]
+    assert node.subscriber.wait_for_version(4, timeout=30)
+    assert node.controller.snapshot.candidate_version is None
