@@ -181,12 +181,15 @@ def log_policy_version(
             mlflow.set_tags({names.T_POLICY_NAME: policy_name, "model_name": model_name})
             if params:
                 mlflow.log_params(dict(params))
-            if metrics:
-                mlflow.log_metrics(dict(metrics))
             mlflow.log_artifact(str(policy_file), names.POLICY_DIR)
             if plot is not None:
                 mlflow.log_artifact(str(plot), names.PLOT_DIR)
+            # The model first: MLflow links a run's existing metrics to a model it logs
+            # with one history read per metric (a hundred requests for a large policy);
+            # logged afterwards with its id, they are linked in one batch.
             info = _log_model(policy_file, code, body)
+            if metrics:
+                mlflow.log_metrics(dict(metrics), model_id=info.model_id)
     all_tags = {
         **tags,
         names.T_POLICY_NAME: policy_name,

@@ -32,7 +32,7 @@ def _alive(pid: int) -> bool:
 
 def test_a_short_demo_closes_the_loop_and_leaves_nothing_running(stack: Settings) -> None:
     config = DemoConfig(
-        duration_s=120, nodes=2, rate=150, seed=3, period_s=15, window_s=60,
+        duration_s=150, nodes=2, rate=150, seed=3, period_s=15, window_s=60,
         refresh_s=3, truth_samples=1500,
     )  # fmt: skip
     lines: list[str] = []

@@ -127,6 +127,10 @@ def test_a_proposal_is_a_run_and_a_pending_candidate_version(
     assert run.data.params["auto_approve"] == "False"
     assert run.data.metrics["n_total"] == 4200
     assert run.data.metrics["segment/acme/qa/short/em_drop_bound"] == 0.045
+    # The logged model carries the run's metrics too (linked in one batch).
+    (output,) = run.outputs.model_outputs
+    model_metrics = {m.key: m.value for m in ml.get_logged_model(output.model_id).metrics}
+    assert model_metrics == run.data.metrics
     artifacts = {a.path for a in ml.list_artifacts(done.run_id)}
     assert {"policy", "plots"} <= artifacts
     assert [a.path for a in ml.list_artifacts(done.run_id, "plots")] == ["plots/pareto.png"]
