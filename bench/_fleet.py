@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import KafkaSettings
+from pipeline.node.kafka import KafkaSettings
 
 KEY_ID = "bench-control"
 

@@ -46,7 +46,7 @@ GOAL_MS = 250.0
 
 
 def proposal(version: int) -> Any:
-    from pipeline.registry.proposal import Proposal, ReviewDecision
+    from pipeline.registry.draft import PolicyDraft, ReviewDecision
     from schemas import PolicyBody, SegmentPolicy
 
     normal = round(0.95 - 0.01 * version, 2)
@@ -63,7 +63,7 @@ def proposal(version: int) -> Any:
         },
         exploration_share=0.02,
     )
-    return Proposal(
+    return PolicyDraft(
         policy_name="default",
         body=body,
         review=ReviewDecision(auto_approve=True, reason="bench_control: within bounds"),
@@ -81,8 +81,8 @@ def run(
     report: Report,
     raw: Path | None = None,
 ) -> None:
-    from pipeline.control.config import ControlSettings
-    from pipeline.control.publisher import Publisher
+    from pipeline.publisher.config import ControlSettings
+    from pipeline.publisher.service import Publisher
     from pipeline.registry.client import connect
     from pipeline.registry.policies import register_proposal
 

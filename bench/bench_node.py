@@ -27,8 +27,9 @@ from pathlib import Path
 
 from _common import Report, add_json_argument
 
-from pipeline.config import KafkaSettings, load_settings
+from pipeline.config import load_settings
 from pipeline.node import Controller, Emitter, EmitterSettings, compile_snapshot
+from pipeline.node.kafka import KafkaSettings
 from schemas import PolicyBody, SegmentPolicy
 from schemas.examples import inference_event
 

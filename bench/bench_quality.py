@@ -33,7 +33,7 @@ from pathlib import Path
 from _common import Report, add_json_argument, percentile
 from scipy import stats
 
-from pipeline.optimizer import Batch, PolicySpec, Trajectory, load_spec, optimize
+from pipeline.optimizer import ExplorationBatch, PolicySpec, Trajectory, load_spec, optimize
 from pipeline.sim import CurvePoint, em_curve, oracle_threshold, sample_segment, scenario
 from pipeline.sim.scenario import Scenario
 from schemas import LoadMode
@@ -79,12 +79,12 @@ def held_out(scen: Scenario, grid: tuple[float, ...], min_tokens: int, n: int) -
     return Truth(curves, {s.key: s.weight for s in scen.segments}, full)
 
 
-def calibration(scen: Scenario, seed: int, samples: int) -> dict[str, Batch]:
+def calibration(scen: Scenario, seed: int, samples: int) -> dict[str, ExplorationBatch]:
     total = sum(s.weight for s in scen.segments)
     out = {}
     for spec in scen.segments:
         n = max(1, round(samples * spec.weight / total))
-        out[spec.key] = Batch.from_trajectories(
+        out[spec.key] = ExplorationBatch.from_trajectories(
             Trajectory(lat.tokens, lat.confidence, lat.correct, lat.correct[-1], lat.tokens[-1])
             for lat in sample_segment(scen, spec.key, seed, n)
         )

@@ -50,7 +50,7 @@ from _common import stack as private_stack
 
 from pipeline.config import Settings
 from pipeline.stream.config import StreamSettings
-from pipeline.stream.processor import DictStore, Processor, Record, Source
+from pipeline.stream.processor import DictStore, InputRecord, Processor, Source
 from pipeline.stream.runner import gc_threshold
 from schemas import EMLabel, InferenceEvent, UserFeedback
 from schemas.examples import inference_event
@@ -79,7 +79,7 @@ def messages(n: int, tag: str) -> list[tuple[Source, InferenceEvent | EMLabel | 
 def bench_pure(n: int) -> dict[int, float]:
     """Input records/s of the pure join on a dict store, by state cache size."""
     records = [
-        Record(source, f"p.{source}", 0, i, m.request_id.encode(), m.to_bytes())
+        InputRecord(source, f"p.{source}", 0, i, m.request_id.encode(), m.to_bytes())
         for i, (source, m) in enumerate(messages(n, "pure"))
     ]
     rates: dict[int, float] = {}
@@ -250,7 +250,7 @@ def sink_vs_bare(settings: Settings, batch_rows: int) -> tuple[float, float, flo
 
     from pipeline.stream.metrics import Metrics
     from pipeline.stream.sink import Sink
-    from pipeline.stream.writer import SINK_TOPICS, Batch, ClickHouseWriter, SinkRecord
+    from pipeline.stream.writer import SINK_TOPICS, ClickHouseWriter, SinkBatch, SinkRecord
     from pipeline.warehouse.client import connect
 
     by_topic = {settings.topic(name): name for name in SINK_TOPICS}
@@ -271,7 +271,7 @@ def sink_vs_bare(settings: Settings, batch_rows: int) -> tuple[float, float, flo
     client.query("SELECT 1").result_rows  # noqa: B018  # connect before timing
     getattr(options, "pd", None)  # clickhouse-connect imports pandas at its first insert
     writer = ClickHouseWriter(lambda: client)
-    chunks = [Batch(records[i : i + batch_rows]) for i in range(0, len(records), batch_rows)]
+    chunks = [SinkBatch(records[i : i + batch_rows]) for i in range(0, len(records), batch_rows)]
     start = time.perf_counter()
     prepared = [writer.prepare(client, chunk) for chunk in chunks]  # before the sink writes
     DECODE.update(seconds=time.perf_counter() - start, records=len(records))

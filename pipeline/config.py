@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.control.config import ControlSettings
 from pipeline.controller.config import ControllerSettings
 from pipeline.errors import ConfigError
 from pipeline.node.config import NodeSettings
+from pipeline.node.kafka import KafkaSettings
+from pipeline.publisher.config import ControlSettings
 from pipeline.stream.config import StreamSettings
 
 ENV_PREFIX = "PIPELINE_"
@@ -53,59 +53,6 @@ def _no_password_in_url(value: str, setting: str) -> str:
             {"setting": setting},
         )
     return value
-
-
-def split_host_port(address: str, default_port: int) -> tuple[str, int]:
-    """Split ``host:port`` (or ``[v6]:port``), falling back to ``default_port``."""
-    parts = urlsplit(f"//{address}")
-    return parts.hostname or "", parts.port or default_port
-
-
-class KafkaSettings(BaseModel):
-    """How every component reaches Kafka."""
-
-    model_config = _Frozen
-
-    bootstrap_servers: str = "127.0.0.1:9092"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_ca_location: Path | None = None
-    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$", max_length=100)
-    client_id: str = Field(default="earlystop-pipeline", min_length=1)
-
-    @field_validator("bootstrap_servers")
-    @classmethod
-    def _servers_have_ports(cls, value: str) -> str:
-        for server in value.split(","):
-            host, _ = split_host_port(server.strip(), 9092)
-            if not host:
-                msg = f"expected host:port[,host:port...], got {value!r}"
-                raise ValueError(msg)
-        return value
-
-    @property
-    def first_server(self) -> tuple[str, int]:
-        """Host and port of the first bootstrap server."""
-        return split_host_port(self.bootstrap_servers.split(",")[0].strip(), 9092)
-
-    def client_config(self) -> dict[str, str | int | float | bool]:
-        """The librdkafka properties shared by producers, consumers and admin clients."""
-        conf: dict[str, str | int | float | bool] = {
-            "bootstrap.servers": self.bootstrap_servers,
-            "security.protocol": self.security_protocol,
-            "client.id": self.client_id,
-        }
-        if self.sasl_mechanism:
-            conf["sasl.mechanism"] = self.sasl_mechanism
-        if self.sasl_username:
-            conf["sasl.username"] = self.sasl_username
-        if self.sasl_password is not None:
-            conf["sasl.password"] = self.sasl_password.get_secret_value()
-        if self.ssl_ca_location is not None:
-            conf["ssl.ca.location"] = str(self.ssl_ca_location)
-        return conf
 
 
 class ClickHouseSettings(BaseModel):

@@ -12,6 +12,7 @@ any of them into one line on stderr and a non-zero exit code.
     - ContractError: a message does not satisfy its schema.
     - WarehouseError: ClickHouse refused or could not run a statement.
     - RegistryError: MLflow refused or could not be reached.
+    - AuditError: an audit event did not reach the audit topic.
 """
 
 from __future__ import annotations
@@ -47,3 +48,7 @@ class WarehouseError(PipelineError):
 
 class RegistryError(PipelineError):
     """MLflow could not be reached or refused a request: check the tracking URI."""
+
+
+class AuditError(PipelineError):
+    """The audit topic did not take an event: check Kafka; MLflow tags still hold the record."""

@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.config import Settings
 from pipeline.errors import PipelineError, StackError
+from pipeline.node.kafka import reliable_producer
 from schemas import InferenceEvent, Segment
 
 SMOKE_MODEL = "earlystop-smoke"
@@ -65,11 +66,11 @@ def sample_event(request_id: str) -> InferenceEvent:
 
 def produce_and_consume(settings: Settings, event: InferenceEvent) -> tuple[int, int, bytes]:
     """Produce ``event`` keyed by request_id; read it back; return partition, offset, value."""
-    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
     topic = settings.topic("inference-events")
     conf = settings.kafka.client_config()
-    producer = Producer({**conf, "enable.idempotence": True, "acks": "all"})
+    producer = reliable_producer(settings.kafka, name="smoke producer")
     delivered: list[Any] = []
     producer.produce(
         topic,

@@ -29,7 +29,7 @@ def _line(text: str) -> None:
 @app.command("optimize")
 def optimize_once(spec: Path | None = SPEC) -> None:
     """Run one optimize cycle: ClickHouse -> optimizer -> MLflow (exit 1 if skipped)."""
-    from pipeline.control.audit import KafkaAuditLog
+    from pipeline.audit import KafkaAuditLog
     from pipeline.controller.cycle import run_cycle
     from pipeline.optimizer import load_spec
 
@@ -46,9 +46,9 @@ def optimize_once(spec: Path | None = SPEC) -> None:
 @app.command("controller")
 def controller(spec: Path | None = SPEC) -> None:
     """Run optimize cycles, the publisher and the canary monitor until SIGTERM."""
-    from pipeline.control.audit import KafkaAuditLog
+    from pipeline.audit import KafkaAuditLog
     from pipeline.controller.config import controller_settings
-    from pipeline.controller.loop import Controller
+    from pipeline.controller.loop import ControlLoop
     from pipeline.optimizer import load_spec
 
     settings = load_settings()
@@ -59,7 +59,7 @@ def controller(spec: Path | None = SPEC) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        runner = Controller(settings, policy_spec, report=_line, audit=audit)
+        runner = ControlLoop(settings, policy_spec, report=_line, audit=audit)
         _line(
             f"controller for {policy_spec.name}: cycles every {config.period_s:g}s, "
             f"canary checks every {config.monitor_interval_s:g}s; SIGTERM stops it"

@@ -19,8 +19,8 @@ from rich.table import Table
 
 from pipeline.cli._app import app, console
 from pipeline.config import Settings, load_settings
-from pipeline.control.config import ControlSettings
 from pipeline.errors import ConfigError
+from pipeline.publisher.config import ControlSettings
 
 policy_app = typer.Typer(
     help="Policy versions in the MLflow registry: review, roll back, publish.",
@@ -53,7 +53,7 @@ def _client(settings: Settings) -> Any:
 
 
 def _audit(settings: Settings, control: ControlSettings) -> Any:
-    from pipeline.control.audit import KafkaAuditLog
+    from pipeline.audit import KafkaAuditLog
 
     audit = KafkaAuditLog(settings.kafka, control.audit_topic)
     audit.check()
@@ -174,9 +174,9 @@ def approve(
     model: str | None = MODEL,
 ) -> None:
     """Approve a pending version: `production` moves to it (or to a canary carrying it)."""
-    from pipeline.controller.canary import approve_canary
-    from pipeline.controller.plan import T_CANARY_BASE
     from pipeline.registry.actions import approve as do_approve
+    from pipeline.registry.canary import approve_canary
+    from pipeline.registry.names import T_CANARY_BASE
     from pipeline.registry.versions import mlflow_errors, resolve
 
     if canary is not None and not 0 < canary < 1:
@@ -265,17 +265,17 @@ def publish(
     once: bool = typer.Option(False, "--once", help="One pass, then exit (1 on error/refusal)."),
 ) -> None:
     """Publish each move of `production` to the control topic (until SIGTERM, or --once)."""
-    from pipeline.control.audit import KafkaAuditLog
-    from pipeline.control.publisher import Outcome, Publisher
+    from pipeline.audit import KafkaAuditLog
+    from pipeline.publisher.service import PassResult, Publisher
 
     settings = load_settings()
     control = settings.control
     audit = KafkaAuditLog(settings.kafka, control.audit_topic)
     publisher = Publisher(settings.kafka, settings.mlflow, control, audit=audit)
 
-    shown: dict[str, Outcome] = {}
+    shown: dict[str, PassResult] = {}
 
-    def report(outcomes: list[Outcome]) -> None:
+    def report(outcomes: list[PassResult]) -> None:
         for o in outcomes:
             if once or shown.get(o.policy_name) != o:  # a long run prints changes only
                 shown[o.policy_name] = o

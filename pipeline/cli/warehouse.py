@@ -13,9 +13,9 @@ from pipeline.config import load_settings
 @app.command()
 def migrate() -> None:
     """Apply the ClickHouse migrations to the configured server (idempotent)."""
+    from pipeline.stack.clickhouse.service import migrations_dir
     from pipeline.warehouse.client import connect
     from pipeline.warehouse.migrations import apply_migrations
-    from pipeline.warehouse.service import migrations_dir
 
     settings = load_settings()
     # The database may not exist yet: connect to `default`, the migrations create it.

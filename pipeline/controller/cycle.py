@@ -15,20 +15,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from pipeline.audit import AuditSink
 from pipeline.config import Settings
-from pipeline.control.audit import AuditSink
 from pipeline.controller import plan
-from pipeline.controller.canary import start_canary
 from pipeline.controller.config import controller_settings
 from pipeline.controller.errors import CycleError
+from pipeline.controller.handover import to_registry
+from pipeline.controller.reader import read_exploration
 from pipeline.errors import WarehouseError
 from pipeline.node.verify import Limits
 from pipeline.optimizer import PolicySpec, optimize
-from pipeline.optimizer.handover import to_registry
-from pipeline.optimizer.reader import read_exploration
 from pipeline.registry import names
+from pipeline.registry.canary import start_canary
+from pipeline.registry.carrier import base_body, running_canary
+from pipeline.registry.draft import ReviewDecision
 from pipeline.registry.policies import register_proposal
-from pipeline.registry.proposal import ReviewDecision
 from pipeline.registry.versions import aliases, get_version, load_policy, mlflow_errors
 from schemas import PolicyBody
 
@@ -111,7 +112,7 @@ def run_cycle(
     with mlflow_errors(f"optimize cycle of {spec.name}"):
         client = connect_mlflow(settings)
         version, current = production_body(client, model_name, spec.default_policy)
-        candidate = plan.running_canary(current)
+        candidate = running_canary(current)
         if candidate is not None:
             detail = f"canary of v{candidate} is running on v{version}; no new proposal"
             return CycleResult("canary_running", detail, n, len(samples), production=version)
@@ -120,7 +121,7 @@ def run_cycle(
         if problem:
             msg = f"proposal for {spec.name} not registered: nodes would refuse it: {problem}"
             raise CycleError(msg)
-        if proposal.body == plan.base_body(current):
+        if proposal.body == base_body(current):
             detail = f"{n} samples in {len(samples)} keys: the policy of v{version or 0} stands"
             return CycleResult("unchanged", detail, n, len(samples), production=version)
         handed = to_registry(proposal, spec)
@@ -155,7 +156,7 @@ def run_cycle(
                 candidate=registered.version,
                 candidate_body=proposal.body,
                 base_version=version,
-                base=plan.base_body(current),
+                base=base_body(current),
                 share=spec.canary.share,
                 audit=audit,
             )

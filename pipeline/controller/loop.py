@@ -4,7 +4,7 @@ Failure policy: a cycle or check that fails (a service down, a refused
 proposal) is reported in one line and retried at its next period; the
 process keeps running. Only a configuration error at start (no signing key,
 bad spec) ends it. SIGTERM sets ``stop``: the current step finishes, the
-publisher thread flushes its producer, and :meth:`Controller.run` returns.
+publisher thread flushes its producer, and :meth:`ControlLoop.run` returns.
 """
 
 from __future__ import annotations
@@ -14,21 +14,21 @@ import threading
 import time
 from collections.abc import Callable
 
+from pipeline.audit import AuditSink
 from pipeline.config import Settings
-from pipeline.control.audit import AuditSink
-from pipeline.control.publisher import Outcome, Publisher
 from pipeline.controller.config import controller_settings
 from pipeline.controller.cycle import run_cycle
 from pipeline.controller.monitor import check_canary
 from pipeline.errors import PipelineError
 from pipeline.optimizer import PolicySpec
+from pipeline.publisher.service import PassResult, Publisher
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[str], None]
 
 
-class Controller:
+class ControlLoop:
     """Runs cycles every ``period_s``, canary checks every ``monitor_interval_s``, and publishes.
 
     Args:
@@ -84,7 +84,7 @@ class Controller:
             self._last_error[name] = line
             self._report(f"{name}: skipped: {line}")
 
-    def _published(self, outcomes: list[Outcome]) -> None:
+    def _published(self, outcomes: list[PassResult]) -> None:
         for o in outcomes:
             if o.status in {"published", "refused"}:
                 self._report(f"publish: {o.policy_name} v{o.version}: {o.status}: {o.detail}")

@@ -2,7 +2,7 @@
 
 While production is a carrier (its body has ``candidate_version``), each
 check pairs the canary's and production's requests since the carrier was
-created (:func:`~pipeline.optimizer.reader.read_canary`), feeds
+created (:func:`~pipeline.controller.reader.read_canary`), feeds
 :func:`~pipeline.optimizer.guardrail_verdict`, and on ``rollback`` or
 ``promote`` registers the version that ends the canary. A candidate that a
 reviewer rejected while it ran is rolled back too.
@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from pipeline.audit import AuditSink
 from pipeline.config import Settings
-from pipeline.control.audit import AuditSink
-from pipeline.controller import plan
-from pipeline.controller.canary import promote_canary, rollback_canary
 from pipeline.controller.cycle import mlflow_client, production_body, warehouse_client
+from pipeline.controller.reader import Paired, read_canary
 from pipeline.errors import WarehouseError
-from pipeline.optimizer import PolicySpec, Verdict, guardrail_verdict
-from pipeline.optimizer.reader import Paired, read_canary
+from pipeline.optimizer import CanaryVerdict, PolicySpec, guardrail_verdict
+from pipeline.registry.canary import promote_canary, rollback_canary
+from pipeline.registry.carrier import running_canary
 from pipeline.registry.versions import get_version, mlflow_errors
 
 Action = Literal["idle", "continue", "promoted", "rolled_back"]
@@ -38,7 +38,7 @@ class MonitorResult:
     detail: str
     version: int | None = None
     """The new production version after a promotion or rollback."""
-    verdict: Verdict | None = None
+    verdict: CanaryVerdict | None = None
 
 
 def check_canary(
@@ -59,14 +59,14 @@ def check_canary(
     with mlflow_errors(f"canary check of {spec.name}"):
         client = connect_mlflow(settings)
         version, body = production_body(client, model_name, spec.default_policy)
-        candidate = plan.running_canary(body)
+        candidate = running_canary(body)
         if version is None or candidate is None:
             return MonitorResult("idle", "no canary running")
         carrier = get_version(client, model_name, version)
         since = (carrier.created_at or datetime.now(UTC)) - _SLACK
         rejected = get_version(client, model_name, candidate).review_state == "rejected"
     if rejected:
-        verdict = Verdict("rollback", f"v{candidate} was rejected by a reviewer", ())
+        verdict = CanaryVerdict("rollback", f"v{candidate} was rejected by a reviewer", ())
     else:
         paired = _read(settings, spec.name, version, candidate, since, connect_warehouse)
         verdict = guardrail_verdict(

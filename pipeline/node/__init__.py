@@ -10,49 +10,44 @@ standard library; adapters load their frameworks lazily. Typical use::
     node.emitter.emit(event)
     node.close()
 
-Names are loaded on first use (PEP 562), so ``pipeline.node.config`` can be
-imported by ``pipeline.config`` without pulling in Kafka clients, and without
-an import cycle through the emitter, which itself imports ``pipeline.config``.
+Everything here imports only the contracts, pydantic, confluent-kafka and the
+standard library (``tests/unit/test_node_imports.py`` checks it):
+``pipeline.config``, the server side's settings, imports the SDK's settings
+(:class:`KafkaSettings`, :class:`NodeSettings`), never the other way round.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
-_EXPORTS = {
-    "ControlSubscriber": "subscriber",
-    "ControlUnavailableError": "errors",
-    "Controller": "controller",
-    "Decision": "decision",
-    "DecisionReason": "decision",
-    "DefaultPolicyError": "errors",
-    "Emitter": "emitter",
-    "EmitterClosedError": "errors",
-    "EmitterSettings": "config",
-    "EmitterStats": "emitter",
-    "Limits": "verify",
-    "LlamaCppStopping": "adapters",
-    "LoadBands": "config",
-    "Node": "node",
-    "NodeError": "errors",
-    "NodeSettings": "config",
-    "PolicySnapshot": "snapshot",
-    "PolicyStore": "store",
-    "RequestPlan": "decision",
-    "Rule": "decision",
-    "SubscriberStatus": "subscriber",
-    "TransformersStopping": "adapters",
-    "Verdict": "verify",
-    "buckets": "decision",
-    "compile_snapshot": "snapshot",
-    "decide": "decision",
-    "default_policy_body": "snapshot",
-    "default_snapshot": "snapshot",
-    "next_load_mode": "load",
-    "verify_update": "verify",
-    "version_action": "verify",
-}
+from pipeline.node.adapters import LlamaCppStopping, TransformersStopping
+from pipeline.node.config import EmitterSettings, LoadBands, NodeSettings
+from pipeline.node.controller import Controller
+from pipeline.node.decision import (
+    Decision,
+    DecisionReason,
+    RequestPlan,
+    Rule,
+    buckets,
+    decide,
+)
+from pipeline.node.emitter import Emitter, EmitterStats
+from pipeline.node.errors import (
+    ControlUnavailableError,
+    DefaultPolicyError,
+    EmitterClosedError,
+    NodeError,
+)
+from pipeline.node.kafka import KafkaSettings, reliable_producer
+from pipeline.node.load import next_load_mode
+from pipeline.node.node import Node
+from pipeline.node.snapshot import (
+    PolicySnapshot,
+    compile_snapshot,
+    default_policy_body,
+    default_snapshot,
+)
+from pipeline.node.store import PolicyStore
+from pipeline.node.subscriber import ControlSubscriber, SubscriberStatus
+from pipeline.node.verify import Limits, Verdict, verify_update, version_action
 
 __all__ = [
     "ControlSubscriber",
@@ -65,6 +60,7 @@ __all__ = [
     "EmitterClosedError",
     "EmitterSettings",
     "EmitterStats",
+    "KafkaSettings",
     "Limits",
     "LlamaCppStopping",
     "LoadBands",
@@ -84,52 +80,7 @@ __all__ = [
     "default_policy_body",
     "default_snapshot",
     "next_load_mode",
+    "reliable_producer",
     "verify_update",
     "version_action",
 ]
-"""Kept literal so linters see the exports; a unit test keeps it equal to ``_EXPORTS``."""
-
-if TYPE_CHECKING:
-    from pipeline.node.adapters import LlamaCppStopping, TransformersStopping
-    from pipeline.node.config import EmitterSettings, LoadBands, NodeSettings
-    from pipeline.node.controller import Controller
-    from pipeline.node.decision import (
-        Decision,
-        DecisionReason,
-        RequestPlan,
-        Rule,
-        buckets,
-        decide,
-    )
-    from pipeline.node.emitter import Emitter, EmitterStats
-    from pipeline.node.errors import (
-        ControlUnavailableError,
-        DefaultPolicyError,
-        EmitterClosedError,
-        NodeError,
-    )
-    from pipeline.node.load import next_load_mode
-    from pipeline.node.node import Node
-    from pipeline.node.snapshot import (
-        PolicySnapshot,
-        compile_snapshot,
-        default_policy_body,
-        default_snapshot,
-    )
-    from pipeline.node.store import PolicyStore
-    from pipeline.node.subscriber import ControlSubscriber, SubscriberStatus
-    from pipeline.node.verify import Limits, Verdict, verify_update, version_action
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        msg = f"module {__name__!r} has no attribute {name!r}"
-        raise AttributeError(msg)
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__

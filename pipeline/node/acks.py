@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
-from pipeline.config import KafkaSettings
-from pipeline.node.kafkalog import KafkaLogBridge
+from pipeline.node.kafka import KafkaSettings, reliable_producer
 from schemas import PolicyAck
 
 log = logging.getLogger(__name__)
@@ -25,16 +24,8 @@ class AckSender:
     def __init__(self, kafka: KafkaSettings, topic: str, node_id: str) -> None:
         self._topic = topic
         self._node_id = node_id
-        self._producer = Producer(
-            {
-                **kafka.client_config(),
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 0,
-                "on_delivery": self._on_delivery,
-                "logger": KafkaLogBridge(),
-                "error_cb": lambda err: log.debug("ack producer: %s", err),
-            }
+        self._producer = reliable_producer(
+            kafka, name="ack producer", extra={"linger.ms": 0, "on_delivery": self._on_delivery}
         )
 
     def applied(self, policy_name: str, version: int, applied_at: datetime) -> PolicyAck:

@@ -14,9 +14,8 @@ from typing import NamedTuple
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from pipeline.config import KafkaSettings
 from pipeline.node.errors import ControlUnavailableError
-from pipeline.node.kafkalog import KafkaLogBridge
+from pipeline.node.kafka import KafkaLogBridge, KafkaSettings
 
 log = logging.getLogger(__name__)
 

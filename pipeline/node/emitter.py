@@ -17,12 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, Message
 
-from pipeline.config import KafkaSettings
 from pipeline.node.config import EmitterSettings
 from pipeline.node.errors import EmitterClosedError
-from pipeline.node.kafkalog import KafkaLogBridge
+from pipeline.node.kafka import KafkaSettings, reliable_producer
 from schemas import InferenceEvent
 
 log = logging.getLogger(__name__)
@@ -61,12 +60,9 @@ class _RateLimitedLog:
             self._next = now + _LOG_EVERY_S
 
 
-def producer_config(kafka: KafkaSettings, settings: EmitterSettings) -> dict[str, Any]:
-    """The librdkafka properties of the emitter: idempotent, acks from all replicas, bounded."""
+def producer_config(settings: EmitterSettings) -> dict[str, Any]:
+    """The emitter's own librdkafka properties (bounded buffer, batching, compression)."""
     return {
-        **kafka.client_config(),
-        "enable.idempotence": True,
-        "acks": "all",
         "queue.buffering.max.messages": settings.max_buffered_messages,
         "queue.buffering.max.kbytes": settings.max_buffered_kbytes,
         "linger.ms": settings.linger_ms,
@@ -90,11 +86,10 @@ class Emitter:
         self._drop_log = _RateLimitedLog("inference events dropped: local buffer full")
         self._fail_log = _RateLimitedLog("inference events not delivered")
         self._full_wait_s = self._settings.full_wait_us / 1e6
-        config = producer_config(kafka, self._settings)
+        config = producer_config(self._settings)
         config["on_delivery"] = self._on_delivery
         config["error_cb"] = self._on_error
-        config["logger"] = KafkaLogBridge()
-        self._producer = Producer(config)
+        self._producer = reliable_producer(kafka, name="event producer", extra=config)
         self._closed = False  # a plain bool: emit reads it on every call
         self._close_lock = threading.Lock()
         self._poller = threading.Thread(target=self._poll_loop, name="emitter-poll", daemon=True)

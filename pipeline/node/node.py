@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pipeline.config import KafkaSettings
 from pipeline.node.config import NodeSettings
 from pipeline.node.controller import Controller
 from pipeline.node.emitter import Emitter
+from pipeline.node.kafka import KafkaSettings
 from pipeline.node.subscriber import ControlSubscriber, SubscriberStatus
 
 

@@ -26,12 +26,12 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from pipeline.config import KafkaSettings
 from pipeline.node.acks import AckSender
 from pipeline.node.config import NodeSettings
 from pipeline.node.control_log import ControlLog, Record
 from pipeline.node.controller import Controller
 from pipeline.node.errors import ControlUnavailableError
+from pipeline.node.kafka import KafkaSettings
 from pipeline.node.snapshot import PolicySource, compile_snapshot, default_snapshot
 from pipeline.node.store import PolicyStore
 from pipeline.node.verify import Limits, Verdict, verify_update, version_action

@@ -17,12 +17,11 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     Message,
-    Producer,
     TopicPartition,
 )
 
-from pipeline.config import KafkaSettings
 from pipeline.node.errors import NodeError
+from pipeline.node.kafka import KafkaSettings, reliable_producer
 from schemas import PolicyAck, PolicyBody, ThresholdUpdate
 
 
@@ -75,7 +74,7 @@ def publish(
         if err is not None:
             errors.append(err)
 
-    producer = Producer({**kafka.client_config(), "enable.idempotence": True, "acks": "all"})
+    producer = reliable_producer(kafka, name="control test producer")
     producer.produce(f"{kafka.topic_prefix}{topic}", payload, key, on_delivery=delivered)
     if producer.flush(timeout) or errors:
         msg = f"control message not delivered: {errors[0] if errors else 'timeout'}"

@@ -1,7 +1,7 @@
 """The optimizer: per-segment early-stop thresholds with an EM-drop guarantee.
 
 Pure: no Kafka, ClickHouse or MLflow. A cycle reads exploration samples
-(:class:`Batch` per ``tenant/task/length_bucket`` key, or :class:`Curve`
+(:class:`ExplorationBatch` per ``tenant/task/length_bucket`` key, or :class:`Curve`
 counts), runs :func:`optimize` under a :class:`PolicySpec`, and returns a
 :class:`Proposal`: the :class:`~schemas.PolicyBody` to publish plus, per key
 and load mode, the threshold, its certificate, savings, bounds, counts and
@@ -13,8 +13,8 @@ Errors: :class:`OptimizerError` (bad input), :class:`SpecError` (bad spec).
 """
 
 from pipeline.optimizer.curve import (
-    Batch,
     Curve,
+    ExplorationBatch,
     Trajectory,
     evaluate,
     trajectory_from_outcome,
@@ -34,8 +34,8 @@ from pipeline.optimizer.proposal import Proposal, SegmentDecision
 from pipeline.optimizer.review import guardrail_verdict, review_reasons
 from pipeline.optimizer.select import current_threshold, limit_step, optimize
 from pipeline.optimizer.sequential import (
+    CanaryVerdict,
     Evidence,
-    Verdict,
     canary_verdict,
     log_wealth,
     paired_differences,
@@ -43,7 +43,7 @@ from pipeline.optimizer.sequential import (
 from pipeline.optimizer.spec import PolicySpec, key_ancestors, load_spec, parse_spec
 
 __all__ = [
-    "Batch",
+    "ExplorationBatch",
     "Curve",
     "Evidence",
     "LttResult",
@@ -54,7 +54,7 @@ __all__ = [
     "SegmentDecision",
     "SpecError",
     "Trajectory",
-    "Verdict",
+    "CanaryVerdict",
     "binomial_p_value",
     "canary_verdict",
     "clopper_pearson_upper",

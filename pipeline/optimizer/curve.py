@@ -68,7 +68,7 @@ def _frozen(array: npt.NDArray[np.generic]) -> None:
 
 
 @dataclass(frozen=True, slots=True, eq=False)
-class Batch:
+class ExplorationBatch:
     """Trajectories of one segment as padded arrays (row = request, column = checkpoint).
 
     Columns at or beyond ``length[row]`` are padding and never read. Build
@@ -134,7 +134,7 @@ class Batch:
         return int(self.tokens.shape[0])
 
     @classmethod
-    def from_trajectories(cls, trajectories: Iterable[Trajectory]) -> Batch:
+    def from_trajectories(cls, trajectories: Iterable[Trajectory]) -> ExplorationBatch:
         """Pack trajectories into arrays.
 
         Raises:
@@ -245,7 +245,9 @@ class Curve:
         return (self.full_tokens - self.tokens_used) / max(self.budget_tokens, 1)
 
 
-def evaluate(batch: Batch, grid: Sequence[float], min_tokens: int, token_budget: int) -> Curve:
+def evaluate(
+    batch: ExplorationBatch, grid: Sequence[float], min_tokens: int, token_budget: int
+) -> Curve:
     """What each threshold of ``grid`` does to ``batch`` under ``min_tokens``.
 
     Args:

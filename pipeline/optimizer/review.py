@@ -7,7 +7,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from pipeline.optimizer.proposal import Proposal
-from pipeline.optimizer.sequential import FloatArray, Verdict, canary_verdict, paired_differences
+from pipeline.optimizer.sequential import (
+    CanaryVerdict,
+    FloatArray,
+    canary_verdict,
+    paired_differences,
+)
 from pipeline.optimizer.spec import PolicySpec
 
 _TOLERANCE = 1e-9
@@ -51,7 +56,7 @@ def guardrail_verdict(
     em: Pairs,
     tokens: Pairs | None = None,
     negative_feedback: Pairs | None = None,
-) -> Verdict:
+) -> CanaryVerdict:
     """Apply the spec's guardrails and canary rules to paired canary/production values.
 
     Args:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import ValidationError
 
-from pipeline.optimizer.curve import Batch, Curve, evaluate
+from pipeline.optimizer.curve import Curve, ExplorationBatch, evaluate
 from pipeline.optimizer.errors import OptimizerError
 from pipeline.optimizer.ltt import (
     LttResult,
@@ -79,7 +79,7 @@ def limit_step(grid: tuple[float, ...], proposed: int, current: float, max_step:
 
 
 def _populations(
-    spec: PolicySpec, samples: Mapping[str, Batch | Curve], grid: tuple[float, ...]
+    spec: PolicySpec, samples: Mapping[str, ExplorationBatch | Curve], grid: tuple[float, ...]
 ) -> dict[str, Curve]:
     curves: dict[str, Curve] = {}
     pooled: dict[str, Curve] = {GLOBAL_SEGMENT: Curve.empty(grid)}
@@ -181,7 +181,7 @@ def _decide(
 
 def optimize(
     spec: PolicySpec,
-    samples: Mapping[str, Batch | Curve],
+    samples: Mapping[str, ExplorationBatch | Curve],
     current: PolicyBody | None = None,
 ) -> Proposal:
     """Propose the next policy from exploration samples.

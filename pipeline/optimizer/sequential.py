@@ -141,7 +141,7 @@ def metric_evidence(
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class CanaryVerdict:
     """What to do with the canary now, and the evidence for it."""
 
     action: Action
@@ -157,7 +157,7 @@ def canary_verdict(
     min_samples: int,
     max_samples: int | None = None,
     primary: str = "em",
-) -> Verdict:
+) -> CanaryVerdict:
     """Promote, roll back or keep watching a canary.
 
     Args:
@@ -183,12 +183,12 @@ def canary_verdict(
             f"{e.metric} difference {e.mean_difference:+.4f} beyond {e.margin} (e={e.harm_e:.3g})"
             for e in harmed
         )
-        return Verdict("rollback", f"guardrail breached: {detail}", evidence)
+        return CanaryVerdict("rollback", f"guardrail breached: {detail}", evidence)
     pairs = len(differences[primary])
     if pairs >= min_samples and all(e.safe_at is not None for e in evidence):
-        return Verdict(
+        return CanaryVerdict(
             "promote", f"every guardrail within its margin after {pairs} pairs", evidence
         )
     if max_samples is not None and pairs >= max_samples:
-        return Verdict("rollback", f"inconclusive after {pairs} pairs", evidence)
-    return Verdict("continue", f"{pairs} pairs, no decision yet", evidence)
+        return CanaryVerdict("rollback", f"inconclusive after {pairs} pairs", evidence)
+    return CanaryVerdict("continue", f"{pairs} pairs, no decision yet", evidence)

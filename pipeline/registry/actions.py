@@ -1,8 +1,8 @@
 """Review actions on policy versions: approve, reject, roll back.
 
-Each action checks the review rules (:mod:`pipeline.registry.review`),
+Each action checks the review rules (:mod:`pipeline.registry.transitions`),
 records who, when and why as model version tags, moves the aliases, and then
-records an :class:`~pipeline.control.audit.AuditEvent`. A rollback never moves
+records an :class:`~pipeline.audit.AuditEvent`. A rollback never moves
 ``production`` back to an old number: it registers a new version that copies
 the good version's policy (ADR 002), so versions on the control topic only grow.
 """
@@ -14,11 +14,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.control.audit import AuditEvent, AuditSink
+from pipeline.audit import AuditSink
 from pipeline.registry import names
 from pipeline.registry.errors import ReviewError
-from pipeline.registry.policies import Registered, log_policy_version, now_iso, promotion_tags
-from pipeline.registry.review import check_approve, check_reject, rollback_target
+from pipeline.registry.policies import Registered, log_policy_version
+from pipeline.registry.tags import (
+    now_iso,
+    promotion_tags,
+    record_audit,
+    rolled_back_tags,
+    set_tags,
+)
+from pipeline.registry.transitions import check_approve, check_reject, rollback_target
 from pipeline.registry.versions import (
     VersionRecord,
     aliases,
@@ -43,16 +50,6 @@ def policy_name_of(record: VersionRecord) -> str:
     return name
 
 
-def _set_tags(client: Any, record: VersionRecord, tags: dict[str, str]) -> None:
-    for key, value in tags.items():
-        client.set_model_version_tag(record.model_name, str(record.version), key, value)
-
-
-def _emit(audit: AuditSink | None, event: AuditEvent) -> None:
-    if audit is not None:
-        audit(event)
-
-
 def approve(
     client: Any, model_name: str, version: int, *, by: str, reason: str, audit: AuditSink | None
 ) -> VersionRecord:
@@ -70,19 +67,16 @@ def approve(
     check_approve(record.view(), current)
     policy_name = policy_name_of(record)
     load_policy(client, record)
-    _set_tags(client, record, promotion_tags(by, reason, "approved", now_iso()))
+    set_tags(client, record, promotion_tags(by, reason, "approved", now_iso()))
     client.set_registered_model_alias(model_name, names.PRODUCTION, str(version))
-    _emit(
+    record_audit(
         audit,
-        AuditEvent.new(
-            "approved",
-            policy_name=policy_name,
-            model_name=model_name,
-            version=version,
-            actor=by,
-            reason=reason,
-            details={"previous_production": current or "none"},
-        ),
+        "approved",
+        record,
+        policy_name=policy_name,
+        actor=by,
+        why=reason,
+        details={"previous_production": current or "none"},
     )
     return get_version(client, model_name, version)
 
@@ -99,7 +93,7 @@ def reject(
     found = aliases(client, model_name)
     check_reject(record.view(), found.get(names.PRODUCTION))
     policy_name = policy_name_of(record)
-    _set_tags(
+    set_tags(
         client,
         record,
         {
@@ -111,16 +105,13 @@ def reject(
     )
     if found.get(names.CANDIDATE) == version:
         client.delete_registered_model_alias(model_name, names.CANDIDATE)
-    _emit(
+    record_audit(
         audit,
-        AuditEvent.new(
-            "rejected",
-            policy_name=policy_name,
-            model_name=model_name,
-            version=version,
-            actor=by,
-            reason=reason,
-        ),
+        "rejected",
+        record,
+        policy_name=policy_name,
+        actor=by,
+        why=reason,
     )
     return get_version(client, model_name, version)
 
@@ -217,30 +208,17 @@ def rollback(
                 f"Rollback of v{bad.version}: restores the policy of v{good.version}. {reason}"
             ),
         )
-    _set_tags(
-        client,
-        bad,
-        {
-            names.T_REVIEW_STATE: "rolled_back",
-            names.T_ROLLED_BACK_BY: by,
-            names.T_ROLLED_BACK_AT: at,
-            names.T_ROLLBACK_REASON: reason,
-            names.T_REPLACED_BY: str(new.version),
-        },
-    )
+    set_tags(client, bad, rolled_back_tags(by, at, reason, new.version))
     client.set_registered_model_alias(model_name, names.PRODUCTION, str(new.version))
     if current.get(names.CANDIDATE) == bad.version:
         client.delete_registered_model_alias(model_name, names.CANDIDATE)
-    _emit(
+    record_audit(
         audit,
-        AuditEvent.new(
-            "rolled_back",
-            policy_name=policy_name,
-            model_name=model_name,
-            version=new.version,
-            actor=by,
-            reason=reason,
-            details={names.T_ROLLBACK_OF: bad.version, names.T_RESTORES: good.version},
-        ),
+        "rolled_back",
+        new,
+        policy_name=policy_name,
+        actor=by,
+        why=reason,
+        details={names.T_ROLLBACK_OF: bad.version, names.T_RESTORES: good.version},
     )
     return Registered(run_id, get_version(client, model_name, new.version), promoted=True)

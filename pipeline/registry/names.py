@@ -66,6 +66,24 @@ MAX_NAME_CHARS: Final = 250  # MLflow's limit on metric and param keys
 
 _BAD_CHARS = re.compile(r"[^A-Za-z0-9_.\- /]")
 
+MAX_TAG_CHARS: Final = 5000  # MLflow's limit on a tag value
+CONTROLLER: Final = "controller"
+"""The actor of every move the controller makes (tags ``who``, audit ``actor``)."""
+
+# Tags of canaries: on carriers, candidates and promotions (docs/adr-003-canary.md).
+T_CANARY_OF: Final = "canary_of"
+"""On a carrier version: the candidate version it serves to the canary share."""
+T_CANARY_BASE: Final = "canary_base"
+"""On a carrier version: the production version it started from (0: the safe default)."""
+T_CANARY_STATE: Final = "canary_state"
+"""On a candidate: ``running``, ``promoted`` or ``rolled_back``."""
+T_CANARY_CARRIER: Final = "canary_carrier"
+"""On a candidate: the version that carried its canary."""
+T_CANARY_VERDICT: Final = "canary_verdict"
+T_CANARY_EVIDENCE: Final = "canary_evidence"
+T_PROMOTES: Final = "promotes"
+"""On a promotion version: the candidate whose policy it serves to everyone."""
+
 
 def sanitize_name(raw: str) -> str:
     """Map ``raw`` to a metric or param name MLflow accepts, keeping it readable.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.registry.proposal import Frontier
+from pipeline.registry.draft import Frontier
 
 MAX_SEGMENTS_DRAWN = 40
 MAX_LEGEND = 12

@@ -19,18 +19,18 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
 import schemas
-from pipeline.control.audit import AuditAction, AuditEvent, AuditSink
+from pipeline.audit import AuditSink
 from pipeline.errors import RegistryError
 from pipeline.registry import names
 from pipeline.registry.client import ensure_experiment, ensure_registered_model
+from pipeline.registry.draft import PolicyDraft
 from pipeline.registry.plot import write_pareto_png
-from pipeline.registry.proposal import Proposal
-from pipeline.registry.review import READY
+from pipeline.registry.tags import now_iso, promotion_tags, record_audit
+from pipeline.registry.transitions import READY
 from pipeline.registry.versions import VersionRecord, get_version, policy_sha256
 from schemas import PolicyBody
 
@@ -48,11 +48,6 @@ class Registered:
     version: VersionRecord
     promoted: bool
     """True when it was auto-approved and is now ``production``."""
-
-
-def now_iso() -> str:
-    """The current UTC time as an ISO 8601 string, the format of every time tag."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @contextmanager
@@ -78,7 +73,7 @@ def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-def run_metrics(proposal: Proposal) -> dict[str, float]:
+def run_metrics(proposal: PolicyDraft) -> dict[str, float]:
     """The run metrics of ``proposal``: its own, then per segment, with sanitized names."""
     flat = dict(names.sanitize_names(_finite(proposal.metrics)))
     for segment, values in proposal.segment_metrics.items():
@@ -210,36 +205,9 @@ def log_policy_version(
     return run_id, record
 
 
-def promotion_tags(actor: str, reason: str, state: names.ReviewState, at: str) -> dict[str, str]:
-    """Tags of a version put into production by ``actor``."""
-    return {
-        names.T_REVIEW_STATE: state,
-        names.T_APPROVED_BY: actor,
-        names.T_APPROVED_AT: at,
-        names.T_APPROVE_REASON: reason,
-        names.T_WHO: actor,
-        names.T_WHEN: at,
-        names.T_WHY: reason,
-        names.T_PROMOTED_AT: at,
-    }
-
-
-def _event(
-    action: AuditAction, proposal: Proposal, model_name: str, version: int, actor: str, why: str
-) -> AuditEvent:
-    return AuditEvent.new(
-        action,
-        policy_name=proposal.policy_name,
-        model_name=model_name,
-        version=version,
-        actor=actor,
-        reason=why,
-    )
-
-
 def register_proposal(
     client: Any,
-    proposal: Proposal,
+    proposal: PolicyDraft,
     *,
     experiment: str,
     model_name: str,
@@ -293,10 +261,9 @@ def register_proposal(
             description=proposal.description,
         )
     client.set_registered_model_alias(model_name, names.CANDIDATE, str(record.version))
-    if audit is not None:
-        audit(_event("proposed", proposal, model_name, record.version, names.OPTIMIZER, why))
+    name = proposal.policy_name
+    record_audit(audit, "proposed", record, policy_name=name, actor=names.OPTIMIZER, why=why)
     if auto:
         client.set_registered_model_alias(model_name, names.PRODUCTION, str(record.version))
-        if audit is not None:
-            audit(_event("auto_approved", proposal, model_name, record.version, names.AUTO, why))
+        record_audit(audit, "auto_approved", record, policy_name=name, actor=names.AUTO, why=why)
     return Registered(run_id, get_version(client, model_name, record.version), promoted=auto)

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from pipeline.errors import RegistryError
 from pipeline.registry import names
 from pipeline.registry.errors import PolicyArtifactError
-from pipeline.registry.review import VersionView
+from pipeline.registry.transitions import VersionView
 from schemas import PolicyBody
 
 

@@ -12,7 +12,7 @@ from pipeline.node.controller import Controller
 from pipeline.node.emitter import EmitterStats
 
 
-class Sink(Protocol):
+class EventSink(Protocol):
     """A bounded asynchronous producer (the SDK's ``Emitter`` is one)."""
 
     def emit_bytes(self, request_id: str, payload: bytes) -> bool:
@@ -37,7 +37,7 @@ class FleetNode(Protocol):
         ...
 
     @property
-    def emitter(self) -> Sink | None:
+    def emitter(self) -> EventSink | None:
         """The inference event producer."""
         ...
 

@@ -25,7 +25,7 @@ from functools import partial
 
 from pipeline.sim.errors import SimError
 from pipeline.sim.fleet import Served, SimClock, load_at, serve
-from pipeline.sim.ports import FleetNode, Sink
+from pipeline.sim.ports import EventSink, FleetNode
 from pipeline.sim.scenario import Scenario, scenario
 from pipeline.sim.signals import (
     FeedbackConfig,
@@ -119,8 +119,8 @@ class FleetRunner:
         self,
         config: RunConfig,
         make_node: Callable[[int], FleetNode],
-        labels: Sink,
-        feedback: Sink,
+        labels: EventSink,
+        feedback: EventSink,
     ) -> None:
         if config.nodes < 1 or config.rate <= 0 or config.duration_s < 0:
             msg = "a run needs at least one node, a positive rate and a duration >= 0"
@@ -314,7 +314,7 @@ class FleetRunner:
 
 
 def _send(
-    sink: Sink, items: Sequence[Scheduled[EMLabel]] | Sequence[Scheduled[UserFeedback]]
+    sink: EventSink, items: Sequence[Scheduled[EMLabel]] | Sequence[Scheduled[UserFeedback]]
 ) -> int:
     """Queue messages on ``sink``; the number accepted."""
     return sum(sink.emit_bytes(s.message.request_id, s.message.to_bytes()) for s in items)

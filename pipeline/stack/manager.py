@@ -93,7 +93,7 @@ def services(settings: Settings) -> list[Service]:
             name="clickhouse",
             url=f"{settings.clickhouse.url} (chdb engine at {settings.chdb_path})",
             ports=((chost, cport, "PIPELINE_CLICKHOUSE__URL"),),
-            argv=lambda: [sys.executable, "-m", "pipeline.warehouse"],
+            argv=lambda: [sys.executable, "-m", "pipeline.stack.clickhouse"],
             ready=lambda: http_ok(f"{settings.clickhouse.url}/ping"),
         ),
         Service(

@@ -51,11 +51,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.config import KafkaSettings, Settings
+from pipeline.config import Settings
+from pipeline.node.kafka import KafkaSettings
 from pipeline.stream.config import StreamSettings
 from pipeline.stream.faust_io import SeekGuard, Sender, TableStore, ignore_offset_gaps
 from pipeline.stream.metrics import Metrics
-from pipeline.stream.processor import INPUTS, Processor, Record, Source
+from pipeline.stream.processor import INPUTS, InputRecord, Processor, Source
 
 TABLE = "joins"
 Clock = Callable[[], datetime]
@@ -185,7 +186,7 @@ def build_app(
 
     async def handle(events: Sequence[Any]) -> None:
         generation = app.consumer_generation_id
-        records: list[Record] = []
+        records: list[InputRecord] = []
         current: list[Any] = []
         for event in events:
             message = event.message
@@ -193,7 +194,7 @@ def build_app(
                 continue  # fetched before a rebalance: delivered again
             current.append(event)
             records.append(
-                Record(
+                InputRecord(
                     by_topic[message.topic],
                     message.topic,
                     message.partition,

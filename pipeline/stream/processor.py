@@ -34,12 +34,12 @@ from schemas import DeadLetter, EMLabel, ErrorKind, InferenceEvent, Outcome, Use
 
 __all__ = [
     "INPUTS",
-    "Batch",
+    "JoinBatch",
     "DictStore",
     "Processor",
-    "Record",
+    "InputRecord",
     "RejectedError",
-    "Result",
+    "JoinResult",
     "Source",
     "StateStore",
     "decode",
@@ -66,7 +66,7 @@ _HEADER = re.compile(rb'^\{"shard":(-?\d+),"first_seen":([0-9.eE+-]+),')
 
 
 @dataclass(frozen=True, slots=True)
-class Record:
+class InputRecord:
     """One consumed input record, as the transport handed it over."""
 
     source: Source
@@ -86,7 +86,7 @@ class RejectedError(Exception):
         self.error = error
 
 
-def decode(record: Record) -> InferenceEvent | EMLabel | UserFeedback:
+def decode(record: InputRecord) -> InferenceEvent | EMLabel | UserFeedback:
     """Parse and validate a record against its topic's contract and key.
 
     Raises:
@@ -111,7 +111,7 @@ def decode(record: Record) -> InferenceEvent | EMLabel | UserFeedback:
 
 
 @dataclass(frozen=True, slots=True)
-class Result:
+class JoinResult:
     """What to produce for one record: an outcome, a dead letter, or nothing."""
 
     outcome: Outcome | None = None
@@ -119,7 +119,7 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
-class Batch:
+class JoinBatch:
     """What to produce for a batch of records, in input order."""
 
     outcomes: list[Outcome] = field(default_factory=list)
@@ -155,15 +155,15 @@ class Processor:
         self.metrics = metrics or Metrics()
         self.cache = StateCache(cache_entries)
 
-    def process(self, record: Record, now: datetime) -> Result:
+    def process(self, record: InputRecord, now: datetime) -> JoinResult:
         """Handle one input record."""
         batch = self.process_batch([record], now)
-        return Result(
+        return JoinResult(
             outcome=batch.outcomes[0] if batch.outcomes else None,
             dead_letter=batch.dead_letters[0] if batch.dead_letters else None,
         )
 
-    def process_batch(self, records: Sequence[Record], now: datetime) -> Batch:
+    def process_batch(self, records: Sequence[InputRecord], now: datetime) -> JoinBatch:
         """Handle records in order; write each changed state back once, at the end.
 
         Raises:
@@ -171,7 +171,7 @@ class Processor:
         """
         counts: Counter[Series] = Counter()
         changed: dict[str, join.JoinState] = {}
-        out = Batch()
+        out = JoinBatch()
         for record in records:
             counts[_RECORDS[record.source]] += 1
             try:
@@ -207,7 +207,7 @@ class Processor:
         raw = self.store.get(key)
         return self.cache.load(key, raw) if raw is not None else None
 
-    def _dead_letter(self, record: Record, exc: RejectedError, now: datetime) -> DeadLetter:
+    def _dead_letter(self, record: InputRecord, exc: RejectedError, now: datetime) -> DeadLetter:
         raw, key, error = record.value or b"", record.key, exc.error
         if len(raw) + len(key or b"") > MAX_DEAD_LETTER_BYTES:
             whole = len(raw)

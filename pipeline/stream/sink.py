@@ -38,8 +38,8 @@ from pipeline.stream.lag import LagGauges, Partition, lags
 from pipeline.stream.metrics import Metrics
 from pipeline.stream.writer import (
     SINK_TOPICS,
-    Batch,
     ClickHouseWriter,
+    SinkBatch,
     SinkRecord,
     TransientWriteError,
 )
@@ -68,7 +68,7 @@ class Sink:
         self.metrics = metrics or Metrics()
         self._by_topic = {settings.topic(name): name for name in SINK_TOPICS}
         self._consumer: Any = None
-        self._batch = Batch()
+        self._batch = SinkBatch()
         self._opened = 0.0
         self._carry: list[SinkRecord] = []
         self._paused = False
@@ -76,7 +76,7 @@ class Sink:
         self._committed: dict[Partition, int] = {}
         self._next_lag = 0.0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="clickhouse-writer")
-        self._inflight: tuple[Batch, Future[dict[str, int] | None]] | None = None
+        self._inflight: tuple[SinkBatch, Future[dict[str, int] | None]] | None = None
         self._failing = threading.Event()
         """Set by the writer while ClickHouse refuses the batch in flight."""
         self._abandon = threading.Event()
@@ -164,7 +164,7 @@ class Sink:
             return
         self._abandon.clear()
         self._inflight = (batch, self._pool.submit(self._write, batch))
-        self._batch = Batch(records=self._carry)
+        self._batch = SinkBatch(records=self._carry)
         self._carry = []
         self._opened = time.monotonic()
         self.metrics.set("sink_buffered_records", len(self._batch.records))
@@ -198,7 +198,7 @@ class Sink:
         elif batch.records:
             self._commit(batch, written)
 
-    def _write(self, batch: Batch) -> dict[str, int] | None:
+    def _write(self, batch: SinkBatch) -> dict[str, int] | None:
         """Write with backoff until it succeeds; None when abandoned or a stop runs out of time.
 
         Runs on the writer thread; touches nothing but the writer and the events.
@@ -243,7 +243,7 @@ class Sink:
         self._paused = on
         self.metrics.set("sink_paused", 1 if on else 0)
 
-    def _commit(self, batch: Batch, written: dict[str, int]) -> None:
+    def _commit(self, batch: SinkBatch, written: dict[str, int]) -> None:
         from confluent_kafka import KafkaException, TopicPartition
 
         offsets = [
@@ -310,7 +310,7 @@ class Sink:
         if not self._paused and batch.records:
             try:
                 self._commit(batch, self.writer.write(batch))
-                self._batch = Batch()
+                self._batch = SinkBatch()
                 return
             except TransientWriteError:
                 log.warning("could not write before a rebalance; the new owner reads it again")

@@ -88,7 +88,7 @@ class Prepared:
 
 
 @dataclass
-class Batch:
+class SinkBatch:
     """Records written together and committed together."""
 
     records: list[SinkRecord] = field(default_factory=list)
@@ -181,7 +181,7 @@ class ClickHouseWriter:
             self._client = None
             self._contexts.clear()
 
-    def write(self, batch: Batch) -> dict[str, int]:
+    def write(self, batch: SinkBatch) -> dict[str, int]:
         """Insert the batch; return rows per table.
 
         Raises:
@@ -216,7 +216,7 @@ class ClickHouseWriter:
         context.data = values
         client.data_insert(context)
 
-    def prepare(self, client: Any, batch: Batch) -> Prepared:
+    def prepare(self, client: Any, batch: SinkBatch) -> Prepared:
         """Decode the batch into rows; outcomes already in the table are left out."""
         skipped: Counter[str] = Counter()
         events: list[list[Any]] = []

@@ -1,7 +1,5 @@
-"""Errors of the warehouse package, under the pipeline's one exception tree.
+"""Errors of ClickHouse access, under the pipeline's one exception tree.
 
-- StackError
-    - WarehouseOwnedError: the chdb data path is held by another process.
 - WarehouseError
     - WarehouseUnreachableError: no ClickHouse answers at the configured URL.
     - MigrationError: a migration file is invalid, failed, or was edited after it ran.
@@ -9,11 +7,7 @@
 
 from __future__ import annotations
 
-from pipeline.errors import StackError, WarehouseError
-
-
-class WarehouseOwnedError(StackError):
-    """The chdb path is open in another process: stop that process or use another state folder."""
+from pipeline.errors import WarehouseError
 
 
 class WarehouseUnreachableError(WarehouseError):

@@ -21,13 +21,13 @@ import pytest
 from pydantic import SecretStr
 
 from pipeline.config import Settings, settings_env
-from pipeline.control.config import ControlSettings
-from pipeline.control.publisher import Publisher
 from pipeline.controller.cycle import run_cycle
 from pipeline.controller.monitor import check_canary
 from pipeline.node import Node, NodeSettings
 from pipeline.node.testing import read_acks
 from pipeline.optimizer import PolicySpec
+from pipeline.publisher.config import ControlSettings
+from pipeline.publisher.service import Publisher
 from pipeline.registry.client import connect as mlflow_connect
 from pipeline.registry.versions import get_version, load_policy
 from pipeline.warehouse import rows

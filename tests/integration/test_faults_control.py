@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from pipeline.config import KafkaSettings, Settings
+from pipeline.config import Settings
 from pipeline.node import Node, NodeSettings
+from pipeline.node.kafka import KafkaSettings
 from pipeline.node.testing import publish, read_acks, signed_update
 from schemas import PolicyAck, PolicyBody, SegmentPolicy, ThresholdUpdate, hmac_sign
 from tests.conftest import free_port

@@ -29,7 +29,7 @@ import pytest
 from confluent_kafka import KafkaError, Message, Producer
 
 from pipeline.config import Settings
-from pipeline.stream.processor import Record, RejectedError, decode
+from pipeline.stream.processor import InputRecord, RejectedError, decode
 from schemas import DeadLetter, UserFeedback
 from tests.integration._faults import (
     WorkerProcess,
@@ -294,7 +294,7 @@ def test_the_corpus_covers_the_issue_and_each_record_breaks_its_contract() -> No
     ):  # fmt: skip
         assert needed in whats
     for b in made:
-        record = Record(b.topic, f"p.{b.topic}", 0, 0, b.key, b.value)  # type: ignore[arg-type]
+        record = InputRecord(b.topic, f"p.{b.topic}", 0, 0, b.key, b.value)  # type: ignore[arg-type]
         with pytest.raises(RejectedError) as caught:
             decode(record)
         assert caught.value.kind == b.kind, f"{b.topic}: {b.what}: {caught.value.error[:200]}"

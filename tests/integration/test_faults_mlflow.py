@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import Settings, settings_env
-from pipeline.control.config import ControlSettings
-from pipeline.control.publisher import Publisher
+from pipeline.publisher.config import ControlSettings
+from pipeline.publisher.service import Publisher
 from pipeline.registry.client import connect as mlflow_connect
 from pipeline.registry.policies import register_proposal
 from pipeline.stack import manager

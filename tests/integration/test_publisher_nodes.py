@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from pipeline.audit import KafkaAuditLog
 from pipeline.config import Settings
-from pipeline.control.audit import KafkaAuditLog
-from pipeline.control.config import ControlSettings
-from pipeline.control.publisher import Outcome, Publisher
 from pipeline.node import Node, NodeSettings
 from pipeline.node.testing import read_acks
+from pipeline.publisher.config import ControlSettings
+from pipeline.publisher.service import PassResult, Publisher
 from pipeline.registry.actions import approve, rollback
 from pipeline.registry.client import connect
 from pipeline.registry.policies import register_proposal
@@ -102,7 +102,7 @@ def control_updates(settings: Settings) -> list[ThresholdUpdate]:
     return [ThresholdUpdate.from_bytes(raw) for raw in read_topic(settings.kafka, "policy-control")]
 
 
-def status(outcomes: list[Outcome]) -> list[tuple[str, int | None]]:
+def status(outcomes: list[PassResult]) -> list[tuple[str, int | None]]:
     return [(o.status, o.version) for o in outcomes]
 
 

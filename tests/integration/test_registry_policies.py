@@ -16,12 +16,13 @@ import mlflow.pyfunc
 import pandas as pd
 import pytest
 
-from pipeline.config import KafkaSettings, Settings, settings_env
-from pipeline.control.audit import AuditEvent
+from pipeline.audit import AuditEvent
+from pipeline.config import Settings, settings_env
 from pipeline.node.control_log import ControlLog
+from pipeline.node.kafka import KafkaSettings
 from pipeline.registry.client import connect
+from pipeline.registry.draft import Frontier, PolicyDraft, ReviewDecision
 from pipeline.registry.policies import register_proposal
-from pipeline.registry.proposal import Frontier, Proposal, ReviewDecision
 from pipeline.registry.versions import aliases, get_version, list_versions, load_policy
 from schemas import PolicyBody, SegmentPolicy
 
@@ -45,9 +46,9 @@ def body(normal: float = 0.8, qa: float = 0.75) -> PolicyBody:
     )
 
 
-def proposal(normal: float = 0.8, *, auto: bool = False, qa: float = 0.75) -> Proposal:
+def proposal(normal: float = 0.8, *, auto: bool = False, qa: float = 0.75) -> PolicyDraft:
     curve = [(t / 100, 1 - t / 100, max(0.0, (90 - t) / 1000)) for t in range(50, 100, 5)]
-    return Proposal(
+    return PolicyDraft(
         policy_name="default",
         body=body(normal, qa),
         review=ReviewDecision(

@@ -28,12 +28,13 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
-from pipeline.config import KafkaSettings, Settings, settings_env
-from pipeline.control.audit import KafkaAuditLog
-from pipeline.control.config import ControlSettings
-from pipeline.control.publisher import Publisher
+from pipeline.audit import KafkaAuditLog
+from pipeline.config import Settings, settings_env
 from pipeline.node import Node, NodeSettings
+from pipeline.node.kafka import KafkaSettings
 from pipeline.node.testing import read_acks
+from pipeline.publisher.config import ControlSettings
+from pipeline.publisher.service import Publisher
 from pipeline.registry.client import connect as mlflow_connect
 from pipeline.registry.policies import register_proposal
 from pipeline.stack import manager

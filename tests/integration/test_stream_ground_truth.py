@@ -22,7 +22,7 @@ import pytest
 from pipeline.config import Settings
 from pipeline.node import Emitter, EmitterSettings, EmitterStats, Node, NodeSettings
 from pipeline.sim.fleet import Served
-from pipeline.sim.ports import Sink
+from pipeline.sim.ports import EventSink
 from pipeline.sim.runner import FleetRunner, RunConfig
 from pipeline.sim.signals import FeedbackConfig, LabelConfig
 from pipeline.stream.config import StreamSettings
@@ -51,7 +51,7 @@ STREAM = StreamSettings(
 class Recording:
     """A producer that remembers what it accepted."""
 
-    def __init__(self, inner: Sink) -> None:
+    def __init__(self, inner: EventSink) -> None:
         self.inner = inner
         self.sent: list[bytes] = []
         self._lock = threading.Lock()

@@ -14,7 +14,7 @@ from pipeline.config import Settings
 from pipeline.stream.config import StreamSettings
 from pipeline.stream.metrics import Metrics
 from pipeline.stream.sink import Sink, sink_group
-from pipeline.stream.writer import Batch, ClickHouseWriter, SinkRecord, TransientWriteError
+from pipeline.stream.writer import ClickHouseWriter, SinkBatch, SinkRecord, TransientWriteError
 from pipeline.warehouse import rows
 from pipeline.warehouse.client import connect
 from schemas import Outcome
@@ -36,7 +36,7 @@ class FlakyWriter(ClickHouseWriter):
         self.down = threading.Event()
         self.calls = 0
 
-    def write(self, batch: Batch) -> dict[str, int]:
+    def write(self, batch: SinkBatch) -> dict[str, int]:
         self.calls += 1
         if self.down.is_set() or self.failures > 0:
             self.failures -= 1
@@ -165,7 +165,7 @@ def test_the_stored_contribution_equals_the_one_computed_in_python(isolated: Set
     item = example.model_copy(update={"request_id": rid, "event": event})
     writer = ClickHouseWriter(lambda: connect(isolated))
     record = SinkRecord("outcomes", isolated.topic("outcomes"), 0, 0, item.to_bytes())
-    assert writer.write(Batch([record]))["outcomes"] == 1
+    assert writer.write(SinkBatch([record]))["outcomes"] == 1
     client = connect(isolated)
     try:
         sql = f"SELECT {rows.CONTRIBUTION_SQL} FROM outcomes WHERE request_id = %(r)s"  # noqa: S608  # a constant expression

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.stream.metrics import Metrics
-from pipeline.stream.writer import Batch, ClickHouseWriter
+from pipeline.stream.writer import ClickHouseWriter, SinkBatch
 from pipeline.warehouse.client import connect
 from tests.integration.test_stream_sink import (
     committed,
@@ -29,7 +29,7 @@ class SlowWriter(ClickHouseWriter):
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         super().__init__(lambda: connect(settings), metrics)
 
-    def write(self, batch: Batch) -> dict[str, int]:
+    def write(self, batch: SinkBatch) -> dict[str, int]:
         time.sleep(0.1)
         return super().write(batch)
 

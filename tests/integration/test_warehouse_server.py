@@ -1,4 +1,4 @@
-"""The embedded warehouse, for real: `python -m pipeline.warehouse` and the HTTP client.
+"""The embedded warehouse, for real: `python -m pipeline.stack.clickhouse` and the HTTP client.
 
 Each test talks to a real warehouse process over the plain clickhouse-connect
 HTTP client, the way every component does. If the warehouse cannot start, the
@@ -29,10 +29,10 @@ from pydantic import SecretStr
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import WarehouseError
+from pipeline.stack.clickhouse.ownership import lock_path, owner_pid
 from pipeline.warehouse.client import connect
 from pipeline.warehouse.errors import MigrationError, WarehouseUnreachableError
 from pipeline.warehouse.migrations import apply_migrations
-from pipeline.warehouse.ownership import lock_path, owner_pid
 from pipeline.warehouse.rows import inference_event_row
 from schemas.inference import InferenceEvent, Segment
 from tests.conftest import free_port
@@ -83,7 +83,7 @@ def start_warehouse(state_dir: Path, timeout_s: float = 60.0) -> Warehouse:
     state_dir.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.warehouse"],
+            [sys.executable, "-m", "pipeline.stack.clickhouse"],
             env=child_env(state_dir, url), cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     wh = Warehouse(settings, proc, log)
@@ -350,7 +350,7 @@ def test_a_second_owner_fails_fast_naming_the_first(warehouse: Warehouse) -> Non
     assert owner_pid(lock_path(warehouse.settings.chdb_path)) == warehouse.proc.pid
     started = time.monotonic()
     second = subprocess.run(
-        [sys.executable, "-m", "pipeline.warehouse"],
+        [sys.executable, "-m", "pipeline.stack.clickhouse"],
         env=child_env(state_dir, f"http://127.0.0.1:{free_port()}"),
         cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

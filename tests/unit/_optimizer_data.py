@@ -2,7 +2,7 @@
 
 Self-contained so the optimizer's tests do not depend on the simulator. To run
 them on ``pipeline.sim`` instead, draw ``sample_segment(scen, key, seed, n)``
-latents, pack them with ``Batch.from_trajectories(Trajectory(lat.tokens,
+latents, pack them with ``ExplorationBatch.from_trajectories(Trajectory(lat.tokens,
 lat.confidence, lat.correct, lat.correct[-1], lat.tokens[-1]) ...)`` and take
 the truth from ``ground_truth(...)[key].curve`` (Monte Carlo, not exact).
 
@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 from scipy import special, stats
 
-from pipeline.optimizer import Batch, PolicySpec, parse_spec
+from pipeline.optimizer import ExplorationBatch, PolicySpec, parse_spec
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 SPEC_PATH = POLICIES / "earlystop.yaml"
@@ -71,7 +71,7 @@ class SegmentModel:
     tau: float = 0.5
     guess: float = 0.05
 
-    def sample(self, n: int, rng: np.random.Generator) -> Batch:
+    def sample(self, n: int, rng: np.random.Generator) -> ExplorationBatch:
         k = rng.integers(self.k_min, self.k_max + 1, size=n)
         s = np.floor(rng.random(n) * k).astype(np.int64)
         z = rng.normal(self.mu, self.sigma, size=n)
@@ -83,7 +83,7 @@ class SegmentModel:
         correct = np.where(full[:, None], cols[None, :] >= s[:, None], lucky)
         last = k - 1
         correct[np.arange(n), last] = full
-        return Batch(
+        return ExplorationBatch(
             tokens=np.broadcast_to((cols + 1) * self.every, (n, self.k_max)).astype(np.int64),
             confidence=confidence,
             correct=correct,

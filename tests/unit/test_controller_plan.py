@@ -8,10 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.controller import plan
+from pipeline.controller.reader import Observation, batches_from_rows, newest_model_only, pair_arms
 from pipeline.node.verify import Limits
-from pipeline.optimizer import Verdict
-from pipeline.optimizer.reader import Observation, batches_from_rows, newest_model_only, pair_arms
+from pipeline.optimizer import CanaryVerdict
 from pipeline.optimizer.sequential import Evidence
+from pipeline.registry import carrier, names, tags
 from schemas import PolicyBody, SegmentPolicy
 from tests.unit._optimizer_data import spec_with
 
@@ -109,13 +110,13 @@ def test_route(within: bool, switch: bool, share: float, expected: str) -> None:
 
 
 def test_canary_body_carries_both_policies_and_ends_either_way() -> None:
-    carrier = plan.canary_body(body(0.95), body(0.9), 7, 0.05)
-    assert plan.running_canary(carrier) == 7
-    assert plan.base_body(carrier) == body(0.95)
-    assert plan.promoted_body(carrier) == body(0.9)
-    assert plan.running_canary(body(0.95)) is None
+    both = carrier.canary_body(body(0.95), body(0.9), 7, 0.05)
+    assert carrier.running_canary(both) == 7
+    assert carrier.base_body(both) == body(0.95)
+    assert carrier.promoted_body(both) == body(0.9)
+    assert carrier.running_canary(body(0.95)) is None
     with pytest.raises(ValueError, match="no canary"):
-        plan.promoted_body(body(0.95))
+        carrier.promoted_body(body(0.95))
 
 
 def test_budgets_above_the_nodes_cap_are_refused() -> None:
@@ -129,10 +130,10 @@ def test_budgets_above_the_nodes_cap_are_refused() -> None:
 
 def test_verdict_tags_record_state_reason_and_evidence() -> None:
     evidence = Evidence("em", 300, 0.45, 0.02, 1e6, 120, 0.01, None)
-    tags = plan.verdict_tags(
-        Verdict("rollback", "guardrail breached: em", (evidence,)), "rolled_back"
+    found = tags.verdict_tags(
+        CanaryVerdict("rollback", "guardrail breached: em", (evidence,)), "rolled_back"
     )
-    assert tags[plan.T_CANARY_STATE] == "rolled_back"
-    assert tags[plan.T_CANARY_VERDICT].startswith("rollback: guardrail breached")
-    assert "em: 300 pairs, diff +0.4500" in tags[plan.T_CANARY_EVIDENCE]
+    assert found[names.T_CANARY_STATE] == "rolled_back"
+    assert found[names.T_CANARY_VERDICT].startswith("rollback: guardrail breached")
+    assert "em: 300 pairs, diff +0.4500" in found[names.T_CANARY_EVIDENCE]
     assert np.isfinite(evidence.harm_e)

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from pipeline.config import KafkaSettings
 from pipeline.node import Emitter, EmitterClosedError, EmitterSettings
+from pipeline.node.kafka import KafkaSettings
 from schemas.examples import inference_event
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from pipeline.config import KafkaSettings
 from pipeline.node import Controller, ControlSubscriber, NodeSettings, PolicyStore
-from pipeline.node.kafkalog import KafkaLogBridge
+from pipeline.node.kafka import KafkaLogBridge, KafkaSettings
 from pipeline.node.testing import signed_update
 from schemas import PolicyBody, SegmentPolicy
 

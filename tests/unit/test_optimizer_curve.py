@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from pipeline.node.decision import Rule, decide
 from pipeline.optimizer import (
-    Batch,
     Curve,
+    ExplorationBatch,
     OptimizerError,
     Trajectory,
     evaluate,
@@ -46,7 +46,7 @@ def _node_replay(t: Trajectory, theta: float, min_tokens: int) -> tuple[bool, in
 @settings(max_examples=200, deadline=None)
 @given(st.lists(trajectories(), min_size=1, max_size=6), st.integers(0, 60))
 def test_evaluate_matches_the_node_decision(rows: list[Trajectory], min_tokens: int) -> None:
-    curve = evaluate(Batch.from_trajectories(rows), GRID, min_tokens, 4096)
+    curve = evaluate(ExplorationBatch.from_trajectories(rows), GRID, min_tokens, 4096)
     for j, theta in enumerate(GRID):
         replay = [_node_replay(t, theta, min_tokens) for t in rows]
         losses = sum(
@@ -65,9 +65,9 @@ def test_evaluate_matches_the_node_decision(rows: list[Trajectory], min_tokens: 
 @given(st.lists(trajectories(), min_size=2, max_size=8), st.integers(1, 7))
 def test_curves_of_disjoint_samples_add_up(rows: list[Trajectory], cut: int) -> None:
     cut = min(cut, len(rows) - 1)
-    whole = evaluate(Batch.from_trajectories(rows), GRID, 10, 100)
-    parts = evaluate(Batch.from_trajectories(rows[:cut]), GRID, 10, 100) + evaluate(
-        Batch.from_trajectories(rows[cut:]), GRID, 10, 100
+    whole = evaluate(ExplorationBatch.from_trajectories(rows), GRID, 10, 100)
+    parts = evaluate(ExplorationBatch.from_trajectories(rows[:cut]), GRID, 10, 100) + evaluate(
+        ExplorationBatch.from_trajectories(rows[cut:]), GRID, 10, 100
     )
     for name in ("losses", "gains", "tokens_used"):
         assert np.array_equal(getattr(whole, name), getattr(parts, name))
@@ -84,7 +84,9 @@ def test_savings_and_rates() -> None:
         Trajectory((10, 20, 30), (0.2, 0.95, 0.99), (False, False, True), True, 40),
         Trajectory((10, 20), (0.96, 0.97), (True, True), True, 20),
     ]
-    curve = evaluate(Batch.from_trajectories(rows), (0.9, 1.0), min_tokens=0, token_budget=100)
+    curve = evaluate(
+        ExplorationBatch.from_trajectories(rows), (0.9, 1.0), min_tokens=0, token_budget=100
+    )
     # At 0.9 the first stops at 20 tokens (wrong), the second at 10 (right).
     assert curve.losses.tolist() == [1, 0]
     assert curve.tokens_used.tolist() == [30, 60]
@@ -94,7 +96,7 @@ def test_savings_and_rates() -> None:
 
 
 def test_empty_inputs() -> None:
-    empty = evaluate(Batch.from_trajectories([]), GRID, 0, 10)
+    empty = evaluate(ExplorationBatch.from_trajectories([]), GRID, 0, 10)
     assert empty.n == 0 and empty.em_drop().tolist() == [0.0] * len(GRID)
     with pytest.raises(OptimizerError, match="different grids"):
         _ = Curve.empty((0.5, 1.0)) + Curve.empty((0.6, 1.0))
@@ -111,17 +113,17 @@ def test_empty_inputs() -> None:
 )
 def test_invalid_trajectories_are_refused(row: Trajectory, problem: str) -> None:
     with pytest.raises(OptimizerError, match=problem):
-        Batch.from_trajectories([row])
+        ExplorationBatch.from_trajectories([row])
 
 
 @pytest.mark.parametrize("grid", [(), (0.5, 0.5), (0.9, 0.5), (0.5, 1.5)])
 def test_invalid_grids_are_refused(grid: tuple[float, ...]) -> None:
     with pytest.raises(OptimizerError, match="grid"):
-        evaluate(Batch.from_trajectories([]), grid, 0, 10)
+        evaluate(ExplorationBatch.from_trajectories([]), grid, 0, 10)
 
 
 def test_batches_are_read_only() -> None:
-    batch = Batch.from_trajectories([Trajectory((1,), (0.5,), (True,), True, 2)])
+    batch = ExplorationBatch.from_trajectories([Trajectory((1,), (0.5,), (True,), True, 2)])
     with pytest.raises(ValueError, match="read-only"):
         batch.confidence[0, 0] = 0.9
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.optimizer import (
-    Batch,
+    ExplorationBatch,
     OptimizerError,
     Proposal,
     current_threshold,
@@ -27,7 +27,9 @@ HARD = SegmentModel(mu=1.0, tau=0.8)
 SPEC = spec_with(min_samples=400, max_step=1.0, auto_approve={"max_step": 0.02})
 
 
-def _samples(sizes: dict[str, int], seed: int = 0, model: SegmentModel = EASY) -> dict[str, Batch]:
+def _samples(
+    sizes: dict[str, int], seed: int = 0, model: SegmentModel = EASY
+) -> dict[str, ExplorationBatch]:
     rng = np.random.default_rng(seed)
     return {key: model.sample(n, rng) for key, n in sizes.items()}
 
@@ -166,10 +168,10 @@ def test_review_reasons() -> None:
 
 def test_bad_input_is_refused() -> None:
     with pytest.raises(OptimizerError, match="tenant/task/length_bucket"):
-        optimize(SPEC, {"qa": Batch.from_trajectories([])})
+        optimize(SPEC, {"qa": ExplorationBatch.from_trajectories([])})
     with pytest.raises(OptimizerError, match="tenant/task/length_bucket"):
-        optimize(SPEC, {"a/b/huge": Batch.from_trajectories([])})
-    curve = evaluate(Batch.from_trajectories([]), (0.5, 1.0), 0, 10)
+        optimize(SPEC, {"a/b/huge": ExplorationBatch.from_trajectories([])})
+    curve = evaluate(ExplorationBatch.from_trajectories([]), (0.5, 1.0), 0, 10)
     with pytest.raises(OptimizerError, match="grid"):
         optimize(SPEC, {"a/b/short": curve})
 
@@ -261,7 +263,7 @@ def test_fewer_losses_never_make_a_threshold_safer(
         # Make some requests' early answers all right: losses can only go down, pointwise.
         chosen = rng.random(len(batch)) < share
         correct = batch.correct | chosen[:, None]
-        fixed[key] = Batch(
+        fixed[key] = ExplorationBatch(
             batch.tokens.copy(),
             batch.confidence.copy(),
             correct,
@@ -278,7 +280,7 @@ def test_fewer_losses_never_make_a_threshold_safer(
 
 
 def test_the_registry_handover_carries_metrics_frontiers_and_review() -> None:
-    from pipeline.optimizer.handover import spec_digest, to_registry
+    from pipeline.controller.handover import spec_digest, to_registry
 
     proposal = optimize(SPEC, _samples({"acme/qa/short": 3000, "b/qa/long": 50}))
     handed = to_registry(proposal, SPEC)

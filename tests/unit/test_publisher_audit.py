@@ -8,10 +8,10 @@ import os
 import pytest
 from pydantic import ValidationError
 
+from pipeline.audit import AuditEvent, best_effort
 from pipeline.config import Settings, settings_env
-from pipeline.control.audit import AuditEvent, best_effort
-from pipeline.control.config import ControlSettings
-from pipeline.control.errors import AuditError
+from pipeline.errors import AuditError
+from pipeline.publisher.config import ControlSettings
 
 
 def event(**kw: object) -> AuditEvent:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.control.decision import Production, decide
+from pipeline.publisher.gate import Production, decide_publication
 
 OK = {"review_state": "approved", "policy_name": "default"}
 
@@ -31,13 +31,15 @@ def prod(version: int, status: str = "READY", **tags: str) -> Production:
     ],
 )
 def test_decide(production: Production | None, last: int, action: str, words: str) -> None:
-    decision = decide("default", production, last)
+    decision = decide_publication("default", production, last)
     assert decision.action == action
     assert words in decision.reason
 
 
 def test_an_already_published_version_is_never_refused_or_republished() -> None:
     # Even if its tags changed after publication, the topic already holds it.
-    assert decide("default", prod(5, review_state="rolled_back"), 5).action == "up_to_date"
+    assert (
+        decide_publication("default", prod(5, review_state="rolled_back"), 5).action == "up_to_date"
+    )
     for last in range(5, 10):
-        assert decide("default", prod(5), last).action != "publish"
+        assert decide_publication("default", prod(5), last).action != "publish"

@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
-import pipeline.control.publisher as pub
-from pipeline.config import KafkaSettings, MlflowSettings
-from pipeline.control.audit import AuditEvent
-from pipeline.control.config import ControlSettings
-from pipeline.control.errors import PublishError
+import pipeline.publisher.service as pub
+from pipeline.audit import AuditEvent
+from pipeline.config import MlflowSettings
 from pipeline.errors import ConfigError, RegistryError
+from pipeline.node.kafka import KafkaSettings
+from pipeline.publisher.config import ControlSettings
+from pipeline.publisher.errors import PublishError
 from schemas import PolicyBody, SegmentPolicy, ThresholdUpdate, hmac_verify
 
 KEY = "unit-key"

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from pipeline.registry.draft import Frontier, PolicyDraft, ReviewDecision
 from pipeline.registry.plot import chosen_point, write_pareto_png
 from pipeline.registry.policies import run_metrics, run_params
 from pipeline.registry.policy_model import PolicyModel, lookup
-from pipeline.registry.proposal import Frontier, Proposal, ReviewDecision
 from schemas import PolicyBody, SegmentPolicy
 
 BODY = PolicyBody(
@@ -81,7 +81,7 @@ def test_the_plot_is_a_png_with_the_chosen_point(tmp_path: Path) -> None:
 
 
 def test_run_metrics_are_sanitized_and_per_segment_and_finite() -> None:
-    proposal = Proposal(
+    proposal = PolicyDraft(
         policy_name="default",
         body=BODY,
         review=ReviewDecision(auto_approve=False, reason="x"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.registry.errors import ReviewError
-from pipeline.registry.review import VersionView, check_approve, check_reject, rollback_target
+from pipeline.registry.transitions import VersionView, check_approve, check_reject, rollback_target
 
 
 def v(

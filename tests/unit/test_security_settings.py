@@ -11,8 +11,8 @@ import pytest
 
 from pipeline.config import load_settings
 from pipeline.errors import ConfigError
+from pipeline.stack.clickhouse.sql import client_side_file
 from pipeline.stack.kafka import listener_security, render_config
-from pipeline.warehouse.sql import client_side_file
 
 PACKAGE = Path(__file__).resolve().parents[2] / "pipeline"
 SECRETS = {
@@ -110,14 +110,14 @@ def test_the_embedded_broker_refuses_what_it_cannot_serve(
 
 
 def kafka_client_calls() -> list[tuple[Path, int, str]]:
-    """Every ``Producer(...)``, ``Consumer(...)`` or ``AdminClient(...)`` in the package."""
+    """Every ``Producer``, ``Consumer``, ``AdminClient`` or ``reliable_producer`` call."""
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name | ast.Attribute):
                 name = node.func.id if isinstance(node.func, ast.Name) else node.func.attr
-                if name in {"Producer", "Consumer", "AdminClient"}:
+                if name in {"Producer", "Consumer", "AdminClient", "reliable_producer"}:
                     found.append((path, node.lineno, ast.unparse(node)))
     return found
 
@@ -127,13 +127,18 @@ def test_every_kafka_client_is_configured_from_the_shared_security_settings() ->
     assert len(calls) >= 10  # the node SDK, publisher, audit, sink, smoke, admin, demo...
     for path, line, source in calls:
         config_source = source
-        if "client_config()" not in source:
+        if source.startswith("reliable_producer("):
+            # Its first argument is the shared settings; it starts from client_config().
+            assert "kafka" in source.split(",")[0], f"{path}:{line}: {source}"
+            config_source = (PACKAGE / "node" / "kafka.py").read_text()
+        elif "client_config()" not in source:
             # A prepared dict: it must come from a function that starts from client_config().
             text = path.read_text()
             config_source = text
         assert "client_config()" in config_source, f"{path}:{line}: {source}"
     emitter = (PACKAGE / "node" / "emitter.py").read_text()
-    assert "**kafka.client_config()" in emitter
+    assert "reliable_producer(kafka," in emitter
+    assert "**kafka.client_config()" in (PACKAGE / "node" / "kafka.py").read_text()
     app = (PACKAGE / "stream" / "app.py").read_text()
     assert "broker_credentials=faust_credentials(settings.kafka)" in app
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pipeline.stream.join import JoinState
 from pipeline.stream.metrics import Metrics
-from pipeline.stream.processor import DictStore, Processor, Record, Source
+from pipeline.stream.processor import DictStore, InputRecord, Processor, Source
 from schemas import EMLabel, InferenceEvent, Outcome, UserFeedback
 from tests.unit.test_stream_join import event, feedback, label
 
@@ -24,9 +24,9 @@ SOURCES: dict[type, Source] = {
 
 def record(
     message: InferenceEvent | EMLabel | UserFeedback, offset: int = 0, partition: int = 0
-) -> Record:
+) -> InputRecord:
     source = SOURCES[type(message)]
-    return Record(
+    return InputRecord(
         source, f"p.{source}", partition, offset, message.request_id.encode(), message.to_bytes()
     )
 
@@ -57,7 +57,7 @@ def test_bad_records_become_dead_letters(
 ) -> None:
     metrics = Metrics()
     store = DictStore()
-    bad = Record("inference-events", "p.inference-events", 3, 42, key, value)
+    bad = InputRecord("inference-events", "p.inference-events", 3, 42, key, value)
     result = Processor(store, "w1", metrics).process(bad, NOW)
     letter = result.dead_letter
     assert letter is not None and result.outcome is None
@@ -91,7 +91,7 @@ def test_expiry_reads_the_header_it_relies_on() -> None:
 
 
 @st.composite
-def deliveries(draw: st.DrawFn) -> tuple[list[Record], list[Record]]:
+def deliveries(draw: st.DrawFn) -> tuple[list[InputRecord], list[InputRecord]]:
     messages: list[InferenceEvent | EMLabel | UserFeedback] = []
     for r in range(draw(st.integers(1, 3))):
         rid = f"req-{r}"
@@ -99,12 +99,12 @@ def deliveries(draw: st.DrawFn) -> tuple[list[Record], list[Record]]:
         messages += [label(rid, n) for n in range(draw(st.integers(0, 2)))]
         messages += [feedback(rid, n, -1) for n in range(draw(st.integers(0, 2)))]
     distinct = [record(m, offset=i) for i, m in enumerate(messages)]
-    junk = [Record("em-labels", "p.em-labels", 0, 1000 + i, b"x", b"{") for i in range(3)]
+    junk = [InputRecord("em-labels", "p.em-labels", 0, 1000 + i, b"x", b"{") for i in range(3)]
     copies = [r for r in distinct + junk for _ in range(draw(st.integers(1, 2)))]
     return distinct, draw(st.permutations(copies))
 
 
-def final(records: list[Record]) -> dict[str, Outcome]:
+def final(records: list[InputRecord]) -> dict[str, Outcome]:
     processor = Processor(DictStore(), "w1")
     last: dict[str, Outcome] = {}
     for rec in records:
@@ -119,7 +119,7 @@ def final(records: list[Record]) -> dict[str, Outcome]:
 @settings(max_examples=100, deadline=None)
 @given(deliveries())
 def test_records_in_any_order_with_junk_give_the_same_outcomes(
-    delivery: tuple[list[Record], list[Record]],
+    delivery: tuple[list[InputRecord], list[InputRecord]],
 ) -> None:
     distinct, delivered = delivery
     assert final(delivered) == final(distinct)

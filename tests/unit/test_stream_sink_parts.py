@@ -9,15 +9,15 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 from pydantic import ValidationError
 
-from pipeline.config import KafkaSettings
 from pipeline.errors import WarehouseError
+from pipeline.node.kafka import KafkaSettings
 from pipeline.stream.app import faust_credentials
 from pipeline.stream.config import StreamSettings
 from pipeline.stream.errors import SinkError
 from pipeline.stream.metrics import Metrics
 from pipeline.stream.writer import (
-    Batch,
     ClickHouseWriter,
+    SinkBatch,
     SinkRecord,
     TransientWriteError,
     classify,
@@ -36,12 +36,12 @@ def rec(topic: str, partition: int, offset: int, value: bytes | None = b"x") -> 
 
 
 def test_ranges_and_tokens_depend_on_positions_only() -> None:
-    a = Batch([rec("t", 0, 5), rec("t", 1, 2), rec("t", 0, 7), rec("u", 0, 1)])
-    b = Batch([rec("u", 0, 1), rec("t", 0, 7), rec("t", 1, 2), rec("t", 0, 5)])
+    a = SinkBatch([rec("t", 0, 5), rec("t", 1, 2), rec("t", 0, 7), rec("u", 0, 1)])
+    b = SinkBatch([rec("u", 0, 1), rec("t", 0, 7), rec("t", 1, 2), rec("t", 0, 5)])
     assert a.ranges() == {("t", 0): (5, 7), ("t", 1): (2, 2), ("u", 0): (1, 1)}
     assert a.token("outcomes") == b.token("outcomes")
     assert a.token("outcomes") != a.token("dead_letters")
-    assert a.token("outcomes") != Batch([rec("t", 0, 5)]).token("outcomes")
+    assert a.token("outcomes") != SinkBatch([rec("t", 0, 5)]).token("outcomes")
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_prepare_skips_written_versions_and_carries_what_each_row_replaces() -> 
     ]
     records.append(SinkRecord("outcomes", "o", 0, 9, b"garbage"))
     writer = ClickHouseWriter(lambda: client)
-    written = writer.write(Batch(records))
+    written = writer.write(SinkBatch(records))
     assert written == {"dead_letters": 1, "trajectory_points": 6, "outcomes": 2}
     table, values, settings = client.inserts[-1]
     assert table == "outcomes"
@@ -112,7 +112,7 @@ def test_prepare_skips_written_versions_and_carries_what_each_row_replaces() -> 
 
 def test_a_retry_inserts_exactly_what_the_first_attempt_prepared() -> None:
     client = FakeClient({})
-    batch = Batch([SinkRecord("outcomes", "o", 0, 0, outcome(2).to_bytes())])
+    batch = SinkBatch([SinkRecord("outcomes", "o", 0, 0, outcome(2).to_bytes())])
     writer = ClickHouseWriter(lambda: client)
     writer.write(batch)
     client.existing[OUTCOME.request_id] = rows.contribution(outcome(2))  # now it is there

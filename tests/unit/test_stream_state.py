@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pipeline.stream import join
 from pipeline.stream.errors import JoinStateError
 from pipeline.stream.metrics import Metrics
-from pipeline.stream.processor import DictStore, Processor, Record
+from pipeline.stream.processor import DictStore, InputRecord, Processor
 from pipeline.stream.state import JoinState, _LegacyJoinState
 from pipeline.stream.store import StateCache
 from schemas import Outcome
@@ -82,7 +82,7 @@ def test_a_batch_writes_each_changed_key_once() -> None:
     assert metrics.get("stream_records_total", topic="inference-events") == 3
 
 
-def final(records: list[Record], size: int) -> tuple[dict[str, Outcome], dict[str, bytes]]:
+def final(records: list[InputRecord], size: int) -> tuple[dict[str, Outcome], dict[str, bytes]]:
     store = DictStore()
     processor = Processor(store, "w1", cache_entries=2)  # a small cache: misses too
     last: dict[str, Outcome] = {}
@@ -96,7 +96,7 @@ def final(records: list[Record], size: int) -> tuple[dict[str, Outcome], dict[st
 @settings(max_examples=100, deadline=None)
 @given(deliveries(), st.integers(1, 8))
 def test_batching_never_changes_the_last_outcome_or_the_state(
-    delivery: tuple[list[Record], list[Record]], size: int
+    delivery: tuple[list[InputRecord], list[InputRecord]], size: int
 ) -> None:
     _, delivered = delivery
     assert final(delivered, size) == final(delivered, 1)

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import lz4.frame
 import pytest
 
-from pipeline.warehouse.body import body_chunks
-from pipeline.warehouse.protocol import ClickHouseError, authenticate, parse_params
-from pipeline.warehouse.sql import (
+from pipeline.stack.clickhouse.body import body_chunks
+from pipeline.stack.clickhouse.protocol import ClickHouseError, authenticate, parse_params
+from pipeline.stack.clickhouse.sql import (
     Incomplete,
     inline_data,
     needs_session,

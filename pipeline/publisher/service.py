@@ -1,7 +1,7 @@
 """The publisher: every move of the ``production`` alias becomes a signed control message.
 
 Each pass, per watched policy: read the version ``production`` points at,
-decide (:func:`pipeline.control.decision.decide`), and when it is a newer,
+decide (:func:`pipeline.publisher.gate.decide_publication`), and when it is a newer,
 ``READY``, approved version, download and validate its policy, sign it
 (HMAC-SHA256, with checksum) as a ThresholdUpdate whose version is the MLflow
 version, produce it keyed by policy name, and tag the version ``published_at``.
@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pipeline.config import KafkaSettings, MlflowSettings
-from pipeline.control.audit import AuditEvent, AuditSink, best_effort
-from pipeline.control.config import ControlSettings
-from pipeline.control.decision import Production, decide
-from pipeline.control.errors import PublishError
-from pipeline.control.topic import ControlProducer, published_versions
+from pipeline.audit import AuditEvent, AuditSink, best_effort
+from pipeline.config import MlflowSettings
 from pipeline.errors import ConfigError
+from pipeline.node.kafka import KafkaSettings
+from pipeline.publisher.config import ControlSettings
+from pipeline.publisher.errors import PublishError
+from pipeline.publisher.gate import Production, decide_publication
+from pipeline.publisher.topic import ControlProducer, published_versions
 from pipeline.registry import names
 from pipeline.registry.errors import PolicyArtifactError
 from pipeline.registry.versions import aliases, get_version, load_policy
@@ -44,7 +45,7 @@ Status = Literal["published", "up_to_date", "wait", "refused", "idle", "error"]
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class PassResult:
     """What one pass did for one policy."""
 
     policy_name: str
@@ -93,7 +94,7 @@ class Publisher:
         """Newest version per policy on the control topic, or None until it was read."""
         return None if self._published is None else dict(self._published)
 
-    def run_once(self) -> list[Outcome]:
+    def run_once(self) -> list[PassResult]:
         """One pass over every watched policy; never raises for a transient failure."""
         policies = self._control.policy_names()
         try:
@@ -112,7 +113,7 @@ class Publisher:
         return outcomes
 
     def run(
-        self, stop: threading.Event, on_pass: Callable[[list[Outcome]], None] | None = None
+        self, stop: threading.Event, on_pass: Callable[[list[PassResult]], None] | None = None
     ) -> None:
         """Pass every ``poll_interval_s`` until ``stop`` is set.
 
@@ -140,32 +141,32 @@ class Publisher:
 
     # -- one policy ---------------------------------------------------------------------
 
-    def _pass(self, client: Any, policy: str) -> Outcome:
+    def _pass(self, client: Any, policy: str) -> PassResult:
         model = self._control.model_name(policy)
         production = self._production(client, model)
-        decision = decide(policy, production, self._last(policy))
+        decision = decide_publication(policy, production, self._last(policy))
         version = production.version if production is not None else None
         if decision.action == "publish" and production is not None:
             return self._publish(client, policy, model, production)
         if decision.action == "up_to_date" and production is not None:
             self._tag_published(client, model, production, repair=True)
-            return Outcome(policy, "up_to_date", version, decision.reason)
+            return PassResult(policy, "up_to_date", version, decision.reason)
         if decision.action == "refuse":
             return self._refuse(policy, model, version, decision.reason)
         status: Status = "wait" if decision.action == "wait" else "idle"
-        return Outcome(policy, status, version, decision.reason)
+        return PassResult(policy, status, version, decision.reason)
 
-    def _publish(self, client: Any, policy: str, model: str, production: Production) -> Outcome:
+    def _publish(self, client: Any, policy: str, model: str, production: Production) -> PassResult:
         # Re-read the topic: a send whose fate was unknown, or another publisher, may be there.
         self._read_topic(force=True)
         record = get_version(client, model, production.version)  # fresh tags, too
         fresh = Production(record.version, record.status, record.tags)
-        decision = decide(policy, fresh, self._last(policy))
+        decision = decide_publication(policy, fresh, self._last(policy))
         if decision.action == "refuse":
             return self._refuse(policy, model, record.version, decision.reason)
         if decision.action != "publish":
             status: Status = "wait" if decision.action == "wait" else "up_to_date"
-            return Outcome(policy, status, record.version, decision.reason)
+            return PassResult(policy, status, record.version, decision.reason)
         try:
             body = load_policy(client, record)
         except PolicyArtifactError as exc:
@@ -199,7 +200,7 @@ class Publisher:
             )
         )
         self._refusals = {n for n in self._refusals if n[0] != policy}
-        return Outcome(policy, "published", record.version, f"offset {offset}")
+        return PassResult(policy, "published", record.version, f"offset {offset}")
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -230,7 +231,7 @@ class Publisher:
         except Exception as exc:  # noqa: BLE001  # the topic is the record; the tag is repaired later
             log.warning("%s v%d published but not tagged: %s", model, production.version, exc)
 
-    def _refuse(self, policy: str, model: str, version: int | None, reason: str) -> Outcome:
+    def _refuse(self, policy: str, model: str, version: int | None, reason: str) -> PassResult:
         if (policy, version, reason) not in self._refusals:
             if len(self._refusals) > 1000:
                 self._refusals.clear()
@@ -247,14 +248,14 @@ class Publisher:
                         reason=reason,
                     )
                 )
-        return Outcome(policy, "refused", version, reason)
+        return PassResult(policy, "refused", version, reason)
 
-    def _error(self, policy: str, version: int | None, exc: Exception) -> Outcome:
+    def _error(self, policy: str, version: int | None, exc: Exception) -> PassResult:
         detail = f"{type(exc).__name__}: {exc}"
         if self._errors.get(policy) != detail:  # once per distinct error, not every poll
             self._errors[policy] = detail
             log.warning("publisher: %s: %s; retrying next poll", policy, detail)
-        return Outcome(policy, "error", version, detail)
+        return PassResult(policy, "error", version, detail)
 
     def _last(self, policy: str) -> int:
         return (self._published or {}).get(policy, 0)
@@ -289,7 +290,7 @@ def run_publisher(
     stop: threading.Event,
     *,
     audit: AuditSink | None = None,
-    on_pass: Callable[[list[Outcome]], None] | None = None,
+    on_pass: Callable[[list[PassResult]], None] | None = None,
 ) -> None:
     """Run a publisher until ``stop`` is set (the controller runs this in a thread)."""
     publisher = Publisher(kafka, mlflow, control, audit=audit)

@@ -36,9 +36,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pipeline.config import is_loopback
 from pipeline.errors import ConfigError
-from pipeline.warehouse.body import body_chunks
-from pipeline.warehouse.engine import Context, Engine, Result, summary_header
-from pipeline.warehouse.protocol import (
+from pipeline.stack.clickhouse.body import body_chunks
+from pipeline.stack.clickhouse.engine import Context, Engine, QueryResult, summary_header
+from pipeline.stack.clickhouse.protocol import (
     BAD_ARGUMENTS,
     CONTENT_TYPES,
     INTO_OUTFILE_NOT_ALLOWED,
@@ -50,7 +50,7 @@ from pipeline.warehouse.protocol import (
     authenticate,
     parse_params,
 )
-from pipeline.warehouse.sql import (
+from pipeline.stack.clickhouse.sql import (
     Incomplete,
     client_side_file,
     inline_data,
@@ -208,7 +208,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _run(
         self, ctx: Context, qp: QueryParams, chunks: Iterator[bytes]
-    ) -> tuple[Result, str | None]:
+    ) -> tuple[QueryResult, str | None]:
         buf = bytearray()
         found = None
         for chunk in chunks:

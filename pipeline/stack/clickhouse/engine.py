@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.warehouse.errors import WarehouseOwnedError
-from pipeline.warehouse.protocol import (
+from pipeline.stack.clickhouse.errors import WarehouseOwnedError
+from pipeline.stack.clickhouse.protocol import (
     ABORTED,
     ClickHouseError,
     quote_identifier,
@@ -46,7 +46,7 @@ class Context:
 
 
 @dataclass(frozen=True)
-class Result:
+class QueryResult:
     """A statement's output and the summary ClickHouse puts in X-ClickHouse-Summary."""
 
     body: bytes
@@ -133,11 +133,11 @@ class Engine:
             finally:
                 conn.close()
 
-    def query(self, ctx: Context, sql: bytes, fmt: str) -> Result:
+    def query(self, ctx: Context, sql: bytes, fmt: str) -> QueryResult:
         """Run one statement; ``fmt`` is the output format unless the SQL names one."""
         with self.connection(ctx) as conn:
             res = conn.query(sql, fmt, params=ctx.bind)
-            return Result(
+            return QueryResult(
                 res.bytes() or b"",
                 _summary(
                     (res.rows_read(), res.bytes_read()),
@@ -146,7 +146,7 @@ class Engine:
                 ),
             )
 
-    def insert(self, ctx: Context, head: str, fmt: str, data: Iterable[bytes]) -> Result:
+    def insert(self, ctx: Context, head: str, fmt: str, data: Iterable[bytes]) -> QueryResult:
         """Stream ``data`` (in format ``fmt``) into the INSERT ``head``; all or nothing."""
         started = time.perf_counter()
         with self.connection(ctx) as conn:
@@ -162,7 +162,7 @@ class Engine:
                 except RuntimeError:
                     log.debug("cancelling a failed insert failed", exc_info=True)
                 raise
-            return Result(
+            return QueryResult(
                 b"",
                 _summary(
                     (done.rows_written, done.bytes_written),
@@ -185,6 +185,6 @@ class Engine:
             base.close()
 
 
-def summary_header(result: Result) -> str:
+def summary_header(result: QueryResult) -> str:
     """The X-ClickHouse-Summary header value."""
     return json.dumps(result.summary, separators=(",", ":"))

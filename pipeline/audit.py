@@ -15,8 +15,8 @@ from typing import Any, Literal, Self
 
 from pydantic import Field
 
-from pipeline.config import KafkaSettings
-from pipeline.control.errors import AuditError
+from pipeline.errors import AuditError
+from pipeline.node.kafka import KafkaSettings, reliable_producer
 from schemas import Id, Message, ShortText, Timestamp
 
 log = logging.getLogger(__name__)
@@ -94,22 +94,12 @@ class KafkaAuditLog:
     """
 
     def __init__(self, kafka: KafkaSettings, topic: str, timeout_s: float = 15.0) -> None:
-        from confluent_kafka import Producer
-
-        from pipeline.node.kafkalog import KafkaLogBridge
-
         self.topic = f"{kafka.topic_prefix}{topic}"
         self._timeout = timeout_s
-        self._producer = Producer(
-            {
-                **kafka.client_config(),
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 0,
-                "delivery.timeout.ms": int(timeout_s * 1000),
-                "logger": KafkaLogBridge(),
-                "error_cb": lambda err: log.debug("audit producer: %s", err),
-            }
+        self._producer = reliable_producer(
+            kafka,
+            name="audit producer",
+            extra={"linger.ms": 0, "delivery.timeout.ms": int(timeout_s * 1000)},
         )
 
     def check(self) -> None:

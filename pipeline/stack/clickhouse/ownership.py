@@ -14,7 +14,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from pipeline.warehouse.errors import WarehouseOwnedError
+from pipeline.stack.clickhouse.errors import WarehouseOwnedError
 
 
 def lock_path(data_path: Path) -> Path:

@@ -1,7 +1,7 @@
 """The proposal as the registry takes it: params, flat metrics, Pareto frontiers, review.
 
 Bridges :class:`pipeline.optimizer.Proposal` (the full record) to
-:class:`pipeline.registry.proposal.Proposal` (plain values MLflow stores).
+:class:`pipeline.registry.draft.Proposal` (plain values MLflow stores).
 Both sides are pure; importing this loads no MLflow.
 """
 
@@ -12,7 +12,7 @@ import hashlib
 from pipeline.optimizer.proposal import Proposal
 from pipeline.optimizer.review import review_reasons
 from pipeline.optimizer.spec import PolicySpec
-from pipeline.registry import proposal as registry
+from pipeline.registry import draft as registry
 
 PLOT_MODE = "normal"
 """The load mode whose chosen thresholds are starred on the Pareto plot."""
@@ -95,7 +95,7 @@ def _frontiers(proposal: Proposal) -> dict[str, registry.Frontier]:
     }
 
 
-def to_registry(proposal: Proposal, spec: PolicySpec) -> registry.Proposal:
+def to_registry(proposal: Proposal, spec: PolicySpec) -> registry.PolicyDraft:
     """The registry's view of ``proposal``, with the spec's auto-approve verdict."""
     reasons = review_reasons(proposal, spec)
     review = registry.ReviewDecision(
@@ -103,7 +103,7 @@ def to_registry(proposal: Proposal, spec: PolicySpec) -> registry.Proposal:
         reason="; ".join(reasons) if reasons else "every move within the auto-approve bounds",
     )
     moved = sum(d.threshold != d.current for d in proposal.decisions)
-    return registry.Proposal(
+    return registry.PolicyDraft(
         policy_name=proposal.policy_name,
         body=proposal.body,
         review=review,

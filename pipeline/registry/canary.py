@@ -1,4 +1,4 @@
-"""Starting, promoting and rolling back a canary in the MLflow registry.
+"""Canary review actions: start (by the controller or a reviewer), promote, roll back.
 
 Every move registers a NEW version and points ``production`` at it, so the
 publisher sends it and versions on the control topic only grow (ADR 002):
@@ -11,42 +11,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.control.audit import AuditAction, AuditEvent, AuditSink
-from pipeline.controller import plan
-from pipeline.optimizer.sequential import Verdict
+from pipeline.audit import AuditAction, AuditSink
+from pipeline.optimizer.sequential import CanaryVerdict
 from pipeline.registry import names
 from pipeline.registry.actions import policy_name_of, rollback
+from pipeline.registry.carrier import base_body, canary_body, promoted_body, running_canary
 from pipeline.registry.errors import ReviewError
-from pipeline.registry.policies import log_policy_version, now_iso, promotion_tags
-from pipeline.registry.review import check_approve
+from pipeline.registry.policies import log_policy_version
+from pipeline.registry.tags import (
+    evidence_summary,
+    now_iso,
+    promotion_tags,
+    record_audit,
+    rolled_back_tags,
+    set_tags,
+    verdict_tags,
+)
+from pipeline.registry.transitions import check_approve
 from pipeline.registry.versions import VersionRecord, aliases, get_version, load_policy
 from schemas import PolicyBody
-
-
-def _tag(client: Any, record: VersionRecord, tags: dict[str, str]) -> None:
-    for key, value in tags.items():
-        client.set_model_version_tag(record.model_name, str(record.version), key, value)
-
-
-def _audit(
-    audit: AuditSink | None,
-    action: AuditAction,
-    record: VersionRecord,
-    policy: str,
-    why: str,
-    actor: str = plan.ACTOR,
-) -> None:
-    if audit is not None:
-        audit(
-            AuditEvent.new(
-                action,
-                policy_name=policy,
-                model_name=record.model_name,
-                version=record.version,
-                actor=actor,
-                reason=why[:1000],
-            )
-        )
 
 
 def _register(
@@ -59,14 +42,14 @@ def _register(
     tags: dict[str, str],
     run_name: str,
     why: str,
-    actor: str = plan.ACTOR,
+    actor: str = names.CONTROLLER,
     state: names.ReviewState = "auto_approved",
 ) -> VersionRecord:
     at = now_iso()
     all_tags = {
-        **promotion_tags(actor, why[: plan.MAX_TAG_CHARS], state, at),
+        **promotion_tags(actor, why[: names.MAX_TAG_CHARS], state, at),
         names.T_PROPOSED_AT: at,
-        names.T_PROPOSAL_REASON: why[: plan.MAX_TAG_CHARS],
+        names.T_PROPOSAL_REASON: why[: names.MAX_TAG_CHARS],
         **tags,
     }
     _, record = log_policy_version(
@@ -96,7 +79,7 @@ def start_canary(
     base: PolicyBody,
     share: float,
     audit: AuditSink | None,
-    actor: str = plan.ACTOR,
+    actor: str = names.CONTROLLER,
     reason: str = "",
 ) -> VersionRecord:
     """Register and make production a carrier serving ``candidate`` to ``share`` of requests.
@@ -104,14 +87,14 @@ def start_canary(
     ``actor`` is who decided: the controller (the carrier is ``auto_approved``)
     or a reviewer (``approved``, with their ``reason`` first).
     """
-    body = plan.canary_body(base, candidate_body, candidate.version, share)
+    body = canary_body(base, candidate_body, candidate.version, share)
     why = (
         f"canary of v{candidate.version} on {share:.0%} of requests, "
         f"production stays v{base_version or 0}"
     )
     if reason:
         why = f"{reason}; {why}"
-    by_controller = actor == plan.ACTOR
+    by_controller = actor == names.CONTROLLER
     state: names.ReviewState = "auto_approved" if by_controller else "approved"
     action: AuditAction = "auto_approved" if by_controller else "approved"
     carrier = _register(
@@ -120,18 +103,21 @@ def start_canary(
         model_name=candidate.model_name,
         policy_name=policy_name,
         body=body,
-        tags={plan.T_CANARY_OF: str(candidate.version), plan.T_CANARY_BASE: str(base_version or 0)},
+        tags={
+            names.T_CANARY_OF: str(candidate.version),
+            names.T_CANARY_BASE: str(base_version or 0),
+        },
         run_name=f"{policy_name}-canary-v{candidate.version}",
         why=why,
         actor=actor,
         state=state,
     )
-    _tag(
+    set_tags(
         client,
         candidate,
-        {plan.T_CANARY_STATE: "running", plan.T_CANARY_CARRIER: str(carrier.version)},
+        {names.T_CANARY_STATE: "running", names.T_CANARY_CARRIER: str(carrier.version)},
     )
-    _audit(audit, action, carrier, policy_name, why, actor)
+    record_audit(audit, action, carrier, policy_name=policy_name, actor=actor, why=why)
     return carrier
 
 
@@ -171,7 +157,7 @@ def approve_canary(
         )
         raise ReviewError(msg)
     production = load_policy(client, get_version(client, model_name, current))
-    running = plan.running_canary(production)
+    running = running_canary(production)
     if running is not None:
         msg = (
             f"a canary of v{running} is running on production v{current}: wait for its "
@@ -179,11 +165,11 @@ def approve_canary(
         )
         raise ReviewError(msg)
     candidate_body = load_policy(client, record)
-    if plan.running_canary(candidate_body) is not None:
+    if running_canary(candidate_body) is not None:
         msg = f"version {version} carries a canary itself; approve a plain policy"
         raise ReviewError(msg)
     at = now_iso()
-    _tag(client, record, {names.T_WHO: by, names.T_WHEN: at, names.T_WHY: reason})
+    set_tags(client, record, {names.T_WHO: by, names.T_WHEN: at, names.T_WHY: reason})
     return start_canary(
         client,
         experiment=experiment,
@@ -191,7 +177,7 @@ def approve_canary(
         candidate=record,
         candidate_body=candidate_body,
         base_version=current,
-        base=plan.base_body(production),
+        base=base_body(production),
         share=share,
         audit=audit,
         actor=by,
@@ -206,38 +192,40 @@ def promote_canary(
     policy_name: str,
     carrier: VersionRecord,
     carrier_body: PolicyBody,
-    verdict: Verdict,
+    verdict: CanaryVerdict,
     audit: AuditSink | None,
 ) -> VersionRecord:
     """Serve the candidate's policy to everyone, as a new production version."""
-    candidate = get_version(client, carrier.model_name, int(carrier.tags[plan.T_CANARY_OF]))
+    candidate = get_version(client, carrier.model_name, int(carrier.tags[names.T_CANARY_OF]))
     why = f"canary of v{candidate.version} passed: {verdict.reason}"
     promoted = _register(
         client,
         experiment=experiment,
         model_name=carrier.model_name,
         policy_name=policy_name,
-        body=plan.promoted_body(carrier_body),
+        body=promoted_body(carrier_body),
         tags={
-            plan.T_PROMOTES: str(candidate.version),
-            plan.T_CANARY_EVIDENCE: plan.summary(verdict),
+            names.T_PROMOTES: str(candidate.version),
+            names.T_CANARY_EVIDENCE: evidence_summary(verdict),
         },
         run_name=f"{policy_name}-promote-v{candidate.version}",
         why=why,
     )
-    _tag(
+    set_tags(
         client,
         candidate,
         {
             names.T_REVIEW_STATE: "approved",
-            names.T_APPROVED_BY: plan.ACTOR,
+            names.T_APPROVED_BY: names.CONTROLLER,
             names.T_APPROVED_AT: now_iso(),
-            names.T_APPROVE_REASON: why[: plan.MAX_TAG_CHARS],
+            names.T_APPROVE_REASON: why[: names.MAX_TAG_CHARS],
             names.T_REPLACED_BY: str(promoted.version),
-            **plan.verdict_tags(verdict, "promoted"),
+            **verdict_tags(verdict, "promoted"),
         },
     )
-    _audit(audit, "approved", promoted, policy_name, why)
+    record_audit(
+        audit, "approved", promoted, policy_name=policy_name, actor=names.CONTROLLER, why=why
+    )
     return promoted
 
 
@@ -248,26 +236,26 @@ def rollback_canary(
     policy_name: str,
     carrier: VersionRecord,
     carrier_body: PolicyBody,
-    verdict: Verdict,
+    verdict: CanaryVerdict,
     audit: AuditSink | None,
 ) -> VersionRecord:
     """Restore the base policy as a new production version; record why on every version."""
-    candidate = get_version(client, carrier.model_name, int(carrier.tags[plan.T_CANARY_OF]))
-    base = int(carrier.tags.get(plan.T_CANARY_BASE, "0"))
+    candidate = get_version(client, carrier.model_name, int(carrier.tags[names.T_CANARY_OF]))
+    base = int(carrier.tags.get(names.T_CANARY_BASE, "0"))
     why = f"canary of v{candidate.version} rolled back: {verdict.reason}"
-    evidence = {plan.T_CANARY_EVIDENCE: plan.summary(verdict)}
+    evidence = {names.T_CANARY_EVIDENCE: evidence_summary(verdict)}
     if base > 0:
         done = rollback(
             client,
             carrier.model_name,
             experiment=experiment,
-            by=plan.ACTOR,
-            reason=why[: plan.MAX_TAG_CHARS],
+            by=names.CONTROLLER,
+            reason=why[: names.MAX_TAG_CHARS],
             to=base,
             audit=audit,
         )
         restored = done.version
-        _tag(client, restored, evidence)
+        set_tags(client, restored, evidence)
     else:
         # Nothing was served before the canary but the safe default: restore that.
         restored = _register(
@@ -275,35 +263,32 @@ def rollback_canary(
             experiment=experiment,
             model_name=carrier.model_name,
             policy_name=policy_name,
-            body=plan.base_body(carrier_body),
+            body=base_body(carrier_body),
             tags={names.T_ROLLBACK_OF: str(carrier.version), names.T_RESTORES: "0", **evidence},
             run_name=f"{policy_name}-rollback-v{carrier.version}-to-default",
             why=why,
         )
-        _tag(
-            client,
-            carrier,
-            {
-                names.T_REVIEW_STATE: "rolled_back",
-                names.T_ROLLED_BACK_BY: plan.ACTOR,
-                names.T_ROLLED_BACK_AT: now_iso(),
-                names.T_ROLLBACK_REASON: why[: plan.MAX_TAG_CHARS],
-                names.T_REPLACED_BY: str(restored.version),
-            },
+        reason = why[: names.MAX_TAG_CHARS]
+        set_tags(
+            client, carrier, rolled_back_tags(names.CONTROLLER, now_iso(), reason, restored.version)
         )
-        _audit(audit, "rolled_back", restored, policy_name, why)
-    _tag(
+        record_audit(
+            audit,
+            "rolled_back",
+            restored,
+            policy_name=policy_name,
+            actor=names.CONTROLLER,
+            why=why,
+        )
+    set_tags(
         client,
         candidate,
         {
-            names.T_REVIEW_STATE: "rolled_back",
-            names.T_ROLLED_BACK_BY: plan.ACTOR,
-            names.T_ROLLED_BACK_AT: now_iso(),
-            names.T_ROLLBACK_REASON: why[: plan.MAX_TAG_CHARS],
-            **plan.verdict_tags(verdict, "rolled_back"),
+            **rolled_back_tags(names.CONTROLLER, now_iso(), why[: names.MAX_TAG_CHARS], None),
+            **verdict_tags(verdict, "rolled_back"),
         },
     )
-    _tag(client, carrier, evidence)
+    set_tags(client, carrier, evidence)
     if names.CANDIDATE in _aliases_of(client, carrier.model_name, candidate.version):
         client.delete_registered_model_alias(carrier.model_name, names.CANDIDATE)
     return get_version(client, carrier.model_name, restored.version)

@@ -32,7 +32,7 @@ class ReviewDecision:
 
 
 @dataclass(frozen=True, slots=True)
-class Proposal:
+class PolicyDraft:
     """One policy proposal, ready to be registered."""
 
     policy_name: str

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.registry.names import PUBLISHABLE, T_POLICY_NAME, T_REVIEW_STATE
-from pipeline.registry.review import READY
+from pipeline.registry.transitions import READY
 
 Action = Literal["publish", "up_to_date", "wait", "refuse", "idle"]
 """publish it; already published; not ready yet (try again); never publish it; nothing to do."""
@@ -28,14 +28,16 @@ class Production:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class PublishDecision:
     """The action and why."""
 
     action: Action
     reason: str
 
 
-def decide(policy_name: str, production: Production | None, last_published: int) -> Decision:
+def decide_publication(
+    policy_name: str, production: Production | None, last_published: int
+) -> PublishDecision:
     """Decide about ``production`` given the newest version on the control topic.
 
     Args:
@@ -44,26 +46,28 @@ def decide(policy_name: str, production: Production | None, last_published: int)
         last_published: Newest version of this policy on the control topic (0: none).
     """
     if production is None:
-        return Decision("idle", "no production alias")
+        return PublishDecision("idle", "no production alias")
     v = production.version
     if v < last_published:
-        return Decision(
+        return PublishDecision(
             "refuse",
             f"production points to v{v}, older than the published v{last_published}; "
             "nodes refuse older versions: use `pipeline policy rollback`",
         )
     if v == last_published:
-        return Decision("up_to_date", f"v{v} is published")
+        return PublishDecision("up_to_date", f"v{v} is published")
     if production.status != READY:
-        return Decision("wait", f"v{v} is {production.status}, not {READY}")
+        return PublishDecision("wait", f"v{v} is {production.status}, not {READY}")
     state = production.tags.get(T_REVIEW_STATE)
     if state not in PUBLISHABLE:
-        return Decision(
+        return PublishDecision(
             "refuse", f"v{v} is {state or 'untagged'}; only approved versions are published"
         )
     tagged = production.tags.get(T_POLICY_NAME)
     if tagged != policy_name:
-        return Decision(
+        return PublishDecision(
             "refuse", f"v{v} is tagged for policy {tagged or 'none'!r}, not {policy_name!r}"
         )
-    return Decision("publish", f"v{v} is {state} and newer than the published v{last_published}")
+    return PublishDecision(
+        "publish", f"v{v} is {state} and newer than the published v{last_published}"
+    )

@@ -14,11 +14,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.config import KafkaSettings
-from pipeline.control.errors import PublishError
 from pipeline.node.control_log import ControlLog
 from pipeline.node.errors import ControlUnavailableError
-from pipeline.node.kafkalog import KafkaLogBridge
+from pipeline.node.kafka import KafkaSettings, reliable_producer
+from pipeline.publisher.errors import PublishError
 from schemas import ThresholdUpdate
 
 log = logging.getLogger(__name__)
@@ -62,20 +61,12 @@ class ControlProducer:
     """
 
     def __init__(self, kafka: KafkaSettings, topic: str, timeout_s: float) -> None:
-        from confluent_kafka import Producer
-
         self.topic = f"{kafka.topic_prefix}{topic}"
         self._timeout = timeout_s
-        self._producer = Producer(
-            {
-                **kafka.client_config(),
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 0,
-                "delivery.timeout.ms": int(timeout_s * 1000),
-                "logger": KafkaLogBridge(),
-                "error_cb": lambda err: log.debug("control producer: %s", err),
-            }
+        self._producer = reliable_producer(
+            kafka,
+            name="control producer",
+            extra={"linger.ms": 0, "delivery.timeout.ms": int(timeout_s * 1000)},
         )
 
     def warm_up(self) -> None:

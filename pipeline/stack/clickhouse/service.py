@@ -20,12 +20,12 @@ from types import FrameType
 
 from pipeline.config import Settings, load_settings
 from pipeline.errors import PipelineError, PortInUseError, StackError
-from pipeline.warehouse.engine import Engine
+from pipeline.stack.clickhouse.engine import Engine
+from pipeline.stack.clickhouse.ownership import PathLock
+from pipeline.stack.clickhouse.server import WarehouseHTTPServer
 from pipeline.warehouse.migrations import apply_migrations
-from pipeline.warehouse.ownership import PathLock
-from pipeline.warehouse.server import WarehouseHTTPServer
 
-log = logging.getLogger("pipeline.warehouse")
+log = logging.getLogger("pipeline.stack.clickhouse")
 
 
 def migrations_dir(settings: Settings) -> Path:
@@ -98,7 +98,7 @@ def serve(settings: Settings, stop: threading.Event) -> None:
 
 
 def main() -> int:
-    """Entry point of ``python -m pipeline.warehouse``; returns the exit code."""
+    """Entry point of ``python -m pipeline.stack.clickhouse``; returns the exit code."""
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, cast
 
-from pipeline.warehouse.protocol import BAD_ARGUMENTS, NOT_IMPLEMENTED, ClickHouseError
+from pipeline.stack.clickhouse.protocol import BAD_ARGUMENTS, NOT_IMPLEMENTED, ClickHouseError
 
 READ_SIZE = 1 << 20
 

@@ -1,9 +1,8 @@
-"""Errors of the publisher and the audit trail.
+"""Errors of the publisher.
 
 - PipelineError (pipeline.errors)
     - PublishError: a policy version could not be published (see the message).
         - PublishRefusedError: a version failed a check and must not be published.
-    - AuditError: an audit event did not reach the audit topic.
 """
 
 from __future__ import annotations
@@ -17,7 +16,3 @@ class PublishError(PipelineError):
 
 class PublishRefusedError(PublishError):
     """A version failed a check (state, review, artifact): fix it in MLflow or roll back."""
-
-
-class AuditError(PipelineError):
-    """The audit topic did not take an event: check Kafka; MLflow tags still hold the record."""

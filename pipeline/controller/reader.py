@@ -6,7 +6,7 @@ module imports no ClickHouse library and its pure halves
 
 Exploration: labeled exploration outcomes of one policy in a time window,
 their checkpoints read from ``trajectory_points FINAL`` (latest version of
-every request) and packed into one :class:`Batch` per
+every request) and packed into one :class:`ExplorationBatch` per
 ``tenant/task/length_bucket`` key. A request whose checkpoints are not all
 labeled is dropped: the loss needs every checkpoint's EM.
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.optimizer.curve import Batch
+from pipeline.optimizer.curve import ExplorationBatch
 
 _EXPLORATION_SQL = """
 SELECT t.tenant, t.task, t.length_bucket, t.request_id, t.idx, t.tokens, t.confidence,
@@ -54,8 +54,8 @@ ORDER BY minute, tenant, task, length_bucket, ts, request_id
 """
 
 
-def batches_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, Batch]:
-    """Pack exploration rows, sorted by request and checkpoint, into one Batch per key.
+def batches_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, ExplorationBatch]:
+    """Pack exploration rows, sorted by request and checkpoint, into one ExplorationBatch per key.
 
     A row is ``(tenant, task, bucket, request_id, idx, tokens, confidence, em,
     full_em, full_tokens)``.
@@ -105,7 +105,7 @@ def newest_model_only(rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
     return [row[:10] for row in rows if newest[row[0], row[1], row[2]][0] == row[10]]
 
 
-def _pack(items: list[tuple[list[int], list[float], list[bool], bool, int]]) -> Batch:
+def _pack(items: list[tuple[list[int], list[float], list[bool], bool, int]]) -> ExplorationBatch:
     k = max(len(t[0]) for t in items)
     n = len(items)
     tokens = np.zeros((n, k), dtype=np.int64)
@@ -115,7 +115,7 @@ def _pack(items: list[tuple[list[int], list[float], list[bool], bool, int]]) -> 
     for i, (tok, conf, flags, _, _) in enumerate(items):
         m = len(tok)
         tokens[i, :m], confidence[i, :m], correct[i, :m], length[i] = tok, conf, flags, m
-    return Batch(
+    return ExplorationBatch(
         tokens=tokens,
         confidence=confidence,
         correct=correct,
@@ -125,7 +125,7 @@ def _pack(items: list[tuple[list[int], list[float], list[bool], bool, int]]) -> 
     )
 
 
-def read_exploration(client: Any, policy_name: str, since: datetime) -> dict[str, Batch]:
+def read_exploration(client: Any, policy_name: str, since: datetime) -> dict[str, ExplorationBatch]:
     """Labeled exploration samples of ``policy_name`` since ``since``, by segment key."""
     result = client.query(_EXPLORATION_SQL, parameters={"policy": policy_name, "since": since})
     return batches_from_rows(newest_model_only(result.result_rows))
