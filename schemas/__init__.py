@@ -36,7 +36,13 @@ from schemas.control import (
     canonical_body_bytes,
 )
 from schemas.deadletter import DeadLetter
-from schemas.inference import GLOBAL_SEGMENT, Checkpoint, InferenceEvent, Segment
+from schemas.inference import (
+    GLOBAL_SEGMENT,
+    Checkpoint,
+    InferenceEvent,
+    Segment,
+    segment_ancestors,
+)
 from schemas.labels import EMLabel, UserFeedback
 from schemas.outcome import Outcome
 from schemas.policy import PolicyBody, SegmentPolicy
@@ -79,4 +85,5 @@ __all__ = [
     "canonical_body_bytes",
     "hmac_sign",
     "hmac_verify",
+    "segment_ancestors",
 ]

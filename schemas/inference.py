@@ -28,6 +28,21 @@ GLOBAL_SEGMENT = "global"
 """The key of the policy that applies when no more specific segment matches."""
 
 
+def segment_ancestors(key: str) -> tuple[str, ...]:
+    """The segment fallback rule: the lookup keys of a policy key, most specific first.
+
+    ``"tenant/task/length_bucket"`` falls back to ``"task"``, then ``"global"``;
+    any other key to ``"global"``. A policy uses the first key it holds. Nodes,
+    the contracts and the optimizer all resolve segments with this one function.
+    """
+    if key == GLOBAL_SEGMENT:
+        return (GLOBAL_SEGMENT,)
+    parts = key.split("/")
+    if len(parts) == 3:
+        return (key, parts[1], GLOBAL_SEGMENT)
+    return (key, GLOBAL_SEGMENT)
+
+
 class Segment(Part):
     """The features a policy is chosen by.
 
@@ -55,13 +70,9 @@ class Segment(Part):
         """Return the most specific key, ``"tenant/task/length_bucket"``."""
         return f"{self.tenant}/{self.task}/{self.length_bucket}"
 
-    def ancestors(self) -> tuple[str, str, str]:
-        """Return the policy lookup keys, most specific first.
-
-        Returns:
-            ``(key(), task, "global")``: a policy looks up the first key it holds.
-        """
-        return (self.key(), self.task, GLOBAL_SEGMENT)
+    def ancestors(self) -> tuple[str, ...]:
+        """Return the policy lookup keys, most specific first (:func:`segment_ancestors`)."""
+        return segment_ancestors(self.key())
 
 
 class Checkpoint(Part):

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from pipeline.node.decision import LOAD_MODES, Rule
 from pipeline.node.errors import DefaultPolicyError
-from schemas import GLOBAL_SEGMENT, PolicyBody, Segment, SegmentPolicy
+from schemas import GLOBAL_SEGMENT, PolicyBody, Segment, SegmentPolicy, segment_ancestors
 
 PolicySource = Literal["default", "disk", "broker"]
 
@@ -52,14 +52,6 @@ def compile_segment(key: str, policy: SegmentPolicy) -> SegmentRules:
     )
     explore = Rule(threshold=math.inf, min_tokens=0, token_budget=policy.token_budget, explore=True)
     return SegmentRules(key=key, modes=(modes[0], modes[1], modes[2]), explore=explore)
-
-
-def _ancestors(key: str) -> tuple[str, ...]:
-    # The same fallback as Segment.ancestors(), from a key string.
-    parts = key.split("/")
-    if len(parts) == 3:
-        return (key, parts[1], GLOBAL_SEGMENT)
-    return (key, GLOBAL_SEGMENT)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -96,7 +88,7 @@ class PolicySnapshot:
             return found
         table = self.candidate if use_candidate and self.candidate else self.production
         rules = table[GLOBAL_SEGMENT]
-        for name in _ancestors(key):
+        for name in segment_ancestors(key):
             if name in table:
                 rules = table[name]
                 break

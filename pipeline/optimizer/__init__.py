@@ -40,7 +40,7 @@ from pipeline.optimizer.sequential import (
     log_wealth,
     paired_differences,
 )
-from pipeline.optimizer.spec import PolicySpec, key_ancestors, load_spec, parse_spec
+from pipeline.optimizer.spec import PolicySpec, load_spec, parse_spec
 
 __all__ = [
     "ExplorationBatch",
@@ -63,7 +63,6 @@ __all__ = [
     "evaluate",
     "guardrail_verdict",
     "hoeffding_bentkus_p_value",
-    "key_ancestors",
     "learn_then_test",
     "limit_step",
     "load_spec",

@@ -32,8 +32,15 @@ from pipeline.optimizer.ltt import (
 )
 from pipeline.optimizer.pareto import ParetoPoint, pareto_points
 from pipeline.optimizer.proposal import Guarantee, Proposal, SegmentDecision
-from pipeline.optimizer.spec import PolicySpec, key_ancestors
-from schemas import GLOBAL_SEGMENT, LoadMode, PolicyBody, Segment, SegmentPolicy
+from pipeline.optimizer.spec import PolicySpec
+from schemas import (
+    GLOBAL_SEGMENT,
+    LoadMode,
+    PolicyBody,
+    Segment,
+    SegmentPolicy,
+    segment_ancestors,
+)
 
 MODES: tuple[LoadMode, ...] = ("offpeak", "normal", "peak")
 _TOLERANCE = 1e-9
@@ -55,7 +62,7 @@ def _leaf_segment(key: str) -> Segment:
 
 def current_threshold(body: PolicyBody, key: str, mode: LoadMode) -> float:
     """The threshold ``body`` applies to requests of ``key`` in ``mode`` (parents fill in)."""
-    for candidate in key_ancestors(key):
+    for candidate in segment_ancestors(key):
         policy = body.segments.get(candidate)
         if policy is not None:
             return policy.thresholds.get(mode, policy.thresholds["normal"])
@@ -113,7 +120,7 @@ def _policy_keys(spec: PolicySpec, leaves: Iterable[str], current: PolicyBody) -
 
 
 def _population(key: str, curves: Mapping[str, Curve], min_samples: int) -> str | None:
-    for candidate in key_ancestors(key):
+    for candidate in segment_ancestors(key):
         curve = curves.get(candidate)
         if curve is not None and curve.n >= min_samples:
             return candidate

@@ -26,7 +26,15 @@ from pydantic import (
 )
 
 from pipeline.optimizer.errors import SpecError
-from schemas import GLOBAL_SEGMENT, Id, LoadMode, PolicyBody, TokenBudget, TokenCount
+from schemas import (
+    GLOBAL_SEGMENT,
+    Id,
+    LoadMode,
+    PolicyBody,
+    TokenBudget,
+    TokenCount,
+    segment_ancestors,
+)
 from schemas._types import LaxTuple, SegmentPart
 from schemas.policy import SegmentKey
 
@@ -238,7 +246,7 @@ class PolicySpec(_Spec):
 
     def settings_for(self, key: str) -> SegmentSettings:
         """Settings of the most specific key that has them."""
-        for candidate in key_ancestors(key):
+        for candidate in segment_ancestors(key):
             if candidate in self.segments.settings:
                 return self.segments.settings[candidate]
         return self.segments.settings[GLOBAL_SEGMENT]  # unreachable: "global" is required
@@ -256,16 +264,6 @@ class PolicySpec(_Spec):
                 return found[mode]
         mode_spec: ModeSpec = getattr(self.load_modes, mode)
         return mode_spec.epsilon
-
-
-def key_ancestors(key: str) -> tuple[str, ...]:
-    """Lookup keys of a policy key, most specific first (as :meth:`Segment.ancestors`)."""
-    if key == GLOBAL_SEGMENT:
-        return (GLOBAL_SEGMENT,)
-    parts = key.split("/")
-    if len(parts) == 3:
-        return (key, parts[1], GLOBAL_SEGMENT)
-    return (key, GLOBAL_SEGMENT)
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
