@@ -17,7 +17,6 @@ changelog record) per key it changed, and its counters take one lock.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
@@ -54,12 +53,6 @@ _CONTRACTS: dict[Source, type[InferenceEvent] | type[EMLabel] | type[UserFeedbac
     "em-labels": EMLabel,
     "user-feedback": UserFeedback,
 }
-# A dead letter is a Kafka record too, and the worker's producer refuses records
-# over about 1 MB (aiokafka's max_request_size): a larger input record (a 5 MB
-# one fits the broker once compressed) would crash the worker on every start, a
-# poison pill that blocks its partition. Past this size a dead letter keeps the
-# head of the key and value and says so; topic/partition/offset find the whole.
-MAX_DEAD_LETTER_BYTES = 256 * 1024
 # A join state's bytes start with the two numbers a sweep needs; reading them
 # avoids decoding every open entry (see pipeline.stream.state).
 _HEADER = re.compile(rb'^\{"shard":(-?\d+),"first_seen":([0-9.eE+-]+),')
@@ -208,23 +201,13 @@ class Processor:
         return self.cache.load(key, raw) if raw is not None else None
 
     def _dead_letter(self, record: InputRecord, exc: RejectedError, now: datetime) -> DeadLetter:
-        raw, key, error = record.value or b"", record.key, exc.error
-        if len(raw) + len(key or b"") > MAX_DEAD_LETTER_BYTES:
-            whole = len(raw)
-            digest = hashlib.sha256(raw).hexdigest()
-            raw = raw[:MAX_DEAD_LETTER_BYTES]
-            key = key[:1024] if key is not None else None
-            error = (
-                f"raw truncated to its first {len(raw)} of {whole} bytes (sha256 {digest}); "
-                f"the whole record is at its source offset. {error}"
-            )
         return DeadLetter.capture(
             source_topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            key=key,
-            raw=raw,
-            error=error,
+            key=record.key,
+            raw=record.value or b"",
+            error=exc.error,
             error_kind=exc.kind,
             ts=now,
             worker_id=self.worker_id,
