@@ -9,6 +9,11 @@ Pareto data. :func:`review_reasons` says whether it needs a reviewer;
 :func:`guardrail_verdict` judges a canary against production with
 always-valid sequential tests.
 
+It imports numpy and scipy, never an I/O library nor the server side:
+:mod:`pipeline.controller` reads ClickHouse into batches and hands the
+proposal to :mod:`pipeline.registry` (``tests/unit/test_optimizer_imports.py``
+checks it).
+
 Errors: :class:`OptimizerError` (bad input), :class:`SpecError` (bad spec).
 """
 

@@ -1,6 +1,6 @@
 """Where join states live: the store protocol, a dict store, and a cache of decoded states.
 
-The worker's store is the Faust table (:class:`pipeline.stream.app.TableStore`);
+The worker's store is the Faust table (:class:`pipeline.stream.faust_io.TableStore`);
 tests and benchmarks use :class:`DictStore`. Values are bytes either way, so
 reading a state means decoding and validating it; :class:`StateCache` keeps
 the decoded form of recently used states so that a request's later inputs
