@@ -11,12 +11,12 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal, Self
+from typing import Literal, Self
 
 from pydantic import Field
 
 from pipeline.errors import AuditError
-from pipeline.node.kafka import KafkaSettings, reliable_producer
+from pipeline.node.kafka import KafkaSettings, deliver, reliable_producer
 from schemas import Id, Message, ShortText, Timestamp
 
 log = logging.getLogger(__name__)
@@ -126,22 +126,9 @@ class KafkaAuditLog:
         Raises:
             AuditError: if the event was not stored within the timeout.
         """
-        errors: list[object] = []
-
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(err)
-
-        try:
-            self._producer.produce(
-                self.topic, event.to_bytes(), event.policy_name, on_delivery=delivered
-            )
-        except (BufferError, ValueError) as exc:
-            msg = f"audit event {event.action} v{event.version} not queued: {exc}"
-            raise AuditError(msg) from None
-        left = self._producer.flush(self._timeout + 5.0)
-        if left or errors:
-            why = errors[0] if errors else "timeout"
+        value, key = event.to_bytes(), event.policy_name
+        _, why = deliver(self._producer, self.topic, value, key, self._timeout + 5.0)
+        if why is not None:
             msg = f"audit event {event.action} v{event.version} not stored in {self.topic}: {why}"
             raise AuditError(msg)
 

@@ -122,3 +122,33 @@ def reliable_producer(
         "acks": "all",
     }
     return Producer(conf)
+
+
+def deliver(
+    producer: Producer, topic: str, value: bytes, key: str | bytes | None, timeout_s: float
+) -> tuple[int | None, str | None]:
+    """Produce one record and wait for the broker's answer: ``(offset, None)`` or ``(None, why)``.
+
+    Made for producers of :func:`reliable_producer` whose ``delivery.timeout.ms``
+    is below ``timeout_s``, so the record's fate is settled when this returns
+    (a record that timed out may still have been written: read before retrying).
+    """
+    errors: list[object] = []
+    offsets: list[int] = []
+
+    def delivered(err: object, msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+        else:
+            offsets.append(int(msg.offset()))
+
+    try:
+        producer.produce(topic, value, key, on_delivery=delivered)
+    except (BufferError, ValueError) as exc:
+        return None, f"not queued: {exc}"
+    if producer.flush(timeout_s):
+        producer.purge()  # never let it go out later, after the caller gave up
+        return None, "timeout"
+    if errors or not offsets:
+        return None, str(errors[0]) if errors else "no delivery report"
+    return offsets[0], None

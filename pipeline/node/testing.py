@@ -15,13 +15,11 @@ from datetime import UTC, datetime
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
-    KafkaError,
-    Message,
     TopicPartition,
 )
 
 from pipeline.node.errors import NodeError
-from pipeline.node.kafka import KafkaSettings, reliable_producer
+from pipeline.node.kafka import KafkaSettings, deliver, reliable_producer
 from schemas import PolicyAck, PolicyBody, ThresholdUpdate
 
 
@@ -68,16 +66,12 @@ def publish(
     if isinstance(payload, ThresholdUpdate):
         key = key or payload.policy_name
         payload = payload.to_bytes()
-    errors: list[KafkaError] = []
-
-    def delivered(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            errors.append(err)
-
-    producer = reliable_producer(kafka, name="control test producer")
-    producer.produce(f"{kafka.topic_prefix}{topic}", payload, key, on_delivery=delivered)
-    if producer.flush(timeout) or errors:
-        msg = f"control message not delivered: {errors[0] if errors else 'timeout'}"
+    producer = reliable_producer(
+        kafka, name="control test producer", extra={"delivery.timeout.ms": int(timeout * 1000)}
+    )
+    _, why = deliver(producer, f"{kafka.topic_prefix}{topic}", payload, key, timeout + 5.0)
+    if why is not None:
+        msg = f"control message not delivered: {why}"
         raise NodeError(msg)
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
 
 from pydantic import ValidationError
 
 from pipeline.node.control_log import ControlLog
 from pipeline.node.errors import ControlUnavailableError
-from pipeline.node.kafka import KafkaSettings, reliable_producer
+from pipeline.node.kafka import KafkaSettings, deliver, reliable_producer
 from pipeline.publisher.errors import PublishError
 from schemas import ThresholdUpdate
 
@@ -83,30 +82,12 @@ class ControlProducer:
         Raises:
             PublishError: if it was not stored (it may still have been written).
         """
-        errors: list[Any] = []
-        offsets: list[int] = []
-
-        def delivered(err: Any, msg: Any) -> None:
-            if err is not None:
-                errors.append(err)
-            else:
-                offsets.append(int(msg.offset()))
-
-        try:
-            self._producer.produce(
-                self.topic, update.to_bytes(), update.policy_name, on_delivery=delivered
-            )
-        except (BufferError, ValueError) as exc:
-            msg = f"v{update.version} not queued for {self.topic}: {exc}"
-            raise PublishError(msg) from None
-        if self._producer.flush(self._timeout + 10.0):
-            # Not expected (delivery.timeout.ms is shorter); never let it go out later.
-            self._producer.purge()
-        if errors or not offsets:
-            why = errors[0] if errors else "no delivery report"
+        value, key = update.to_bytes(), update.policy_name
+        offset, why = deliver(self._producer, self.topic, value, key, self._timeout + 10.0)
+        if offset is None:
             msg = f"v{update.version} not confirmed by {self.topic}: {why}"
             raise PublishError(msg)
-        return offsets[0]
+        return offset
 
     def close(self) -> None:
         """Flush and drop the producer."""
