@@ -70,18 +70,24 @@ class Rule:
             self, "hold_below", self.token_budget if self.explore else self.min_tokens
         )
         object.__setattr__(self, "hold", EXPLORATION if self.explore else MIN_TOKENS)
-        if self.explore:
+        # 1.0 is "off": a probe can report a confidence of exactly 1.0, and a policy
+        # of 1.0 must not stop early on it. inf keeps the hot path one comparison.
+        if self.explore or self.threshold >= 1.0:
             object.__setattr__(self, "threshold", math.inf)
+        if any(t >= 1.0 for t in self.step_thresholds):
+            steps = tuple(math.inf if t >= 1.0 else t for t in self.step_thresholds)
+            object.__setattr__(self, "step_thresholds", steps)
 
     def threshold_at(self, tokens: int) -> float | None:
-        """The threshold in force after ``tokens`` tokens; None if no early stop is allowed."""
+        """The threshold in force after ``tokens`` tokens (1.0: off); None before ``min_tokens``."""
         if self.explore or tokens < self.min_tokens:
             return None
+        threshold = self.threshold
         if self.step_starts:
             index = bisect_right(self.step_starts, tokens)
             if index:
-                return self.step_thresholds[index - 1]
-        return self.threshold
+                threshold = self.step_thresholds[index - 1]
+        return min(threshold, 1.0)
 
 
 def decide(rule: Rule, tokens: int, confidence: float) -> Decision:

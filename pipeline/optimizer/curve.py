@@ -6,9 +6,15 @@ was right. Under threshold θ a node stops at the first checkpoint with
 ``tokens >= min_tokens`` and ``confidence >= θ`` (the rule of
 :func:`pipeline.node.decision.decide`); a checkpoint at the end of the
 generation is the end, not an early stop, so its answer is the full one.
-The loss of a request is 1 when the full answer is right and the early one
-wrong: an upper bound on its contribution to the EM drop (early answers that
-fix a wrong full answer are counted apart, as ``gains``, and never offset it).
+A threshold of 1.0 (or more) is off: it never stops early, whatever the
+confidence, on the node (:class:`pipeline.node.decision.Rule`) and here.
+
+Two losses per request: the signed loss ``EM_full - EM_early`` in {-1, 0, 1},
+whose mean is the EM drop the operator measures (an early answer that fixes a
+wrong full answer counts in favour), and the one-sided loss
+``1[full right and early wrong]``, an upper bound on it. :class:`Curve` counts
+both (``losses`` and ``gains``) per threshold; :func:`request_losses` gives
+them per request, in order, for the anytime certificates.
 """
 
 from __future__ import annotations
@@ -268,7 +274,7 @@ def evaluate(
     full_right = batch.full_correct
     losses, gains, used = [], [], []
     for theta in values:
-        hit = eligible & (batch.confidence >= theta)
+        hit = eligible & (batch.confidence >= theta) & (theta < 1.0)
         stops = hit.any(axis=1)
         first = hit.argmax(axis=1)
         early_right = np.where(stops, batch.correct[rows, first], full_right)
@@ -285,3 +291,39 @@ def evaluate(
         budget_tokens=n * token_budget,
         full_correct=int(np.count_nonzero(full_right)),
     )
+
+
+def stop_points(batch: ExplorationBatch, grid: Sequence[float], min_tokens: int) -> IntArray:
+    """Per request (rows) and threshold (columns): the checkpoint it stops at, or -1.
+
+    The node's rule: the first checkpoint with ``tokens >= min_tokens``, before
+    the end of the generation, with ``confidence >= threshold``; a threshold of
+    1.0 or more never stops.
+    """
+    values = np.asarray(check_grid(grid), dtype=np.float64)
+    eligible = (
+        batch.valid & (batch.tokens >= min_tokens) & (batch.tokens < batch.full_tokens[:, None])
+    )
+    hit = eligible[:, :, None] & (batch.confidence[:, :, None] >= values) & (values < 1.0)
+    first = hit.argmax(axis=1)
+    points: IntArray = np.where(hit.any(axis=1), first, -1).astype(np.int64)
+    return points
+
+
+def request_losses(
+    batch: ExplorationBatch, grid: Sequence[float], min_tokens: int, *, one_sided: bool = False
+) -> npt.NDArray[np.int8]:
+    """Loss of every request (rows, in batch order) under every threshold (columns).
+
+    Signed: ``EM_full - EM_early`` in {-1, 0, 1}; ``one_sided``:
+    ``1[full right and early wrong]`` in {0, 1}. A request that does not stop
+    early under a threshold has loss 0 there.
+    """
+    points = stop_points(batch, grid, min_tokens)
+    rows = np.arange(len(batch))[:, None]
+    early = np.where(
+        points >= 0, batch.correct[rows, np.maximum(points, 0)], batch.full_correct[:, None]
+    )
+    loss = batch.full_correct[:, None].astype(np.int8) - early.astype(np.int8)
+    out: npt.NDArray[np.int8] = np.maximum(loss, 0) if one_sided else loss
+    return out

@@ -56,7 +56,8 @@ def hoeffding_bentkus_p_value(losses: IntArray, n: int, epsilon: float) -> Float
         return np.ones(losses.shape, dtype=np.float64)
     risk = losses / n
     hoeffding = np.exp(-n * _bernoulli_kl(np.minimum(risk, epsilon), epsilon))
-    bentkus = math.e * stats.binom.cdf(np.ceil(n * risk), n, epsilon)
+    # The count itself: ceil(n * (losses / n)) is one too many when the division rounds up.
+    bentkus = math.e * stats.binom.cdf(losses, n, epsilon)
     p: FloatArray = np.minimum(np.minimum(hoeffding, bentkus), 1.0)
     return p
 
@@ -123,6 +124,8 @@ def learn_then_test(
     tested: list[float] = []
     shown: list[float] = []
     for j in range(len(curve.grid) - 1, -1, -1):
+        if curve.grid[j] >= 1.0:
+            continue  # off: never stops early, so its risk is 0 by construction, untested
         tested.append(curve.grid[j])
         shown.append(float(pvals[j]))
         if pvals[j] > delta:
@@ -148,3 +151,14 @@ def empirical_oracle(curve: Curve, epsilon: float) -> int | None:
             break
         index = j
     return index
+
+
+def hoeffding_upper(mean: float, n: int, alpha: float, width: float = 1.0) -> float:
+    """One-look (1 - alpha) upper bound on a mean of values in a range of ``width``.
+
+    For the signed loss (values in [-1, 1], width 2) shown to reviewers beside
+    the promise; 1.0 where there are no samples.
+    """
+    if n == 0:
+        return 1.0
+    return min(1.0, mean + width * math.sqrt(math.log(1.0 / alpha) / (2.0 * n)))

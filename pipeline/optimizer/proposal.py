@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from pipeline.optimizer.pareto import ParetoPoint
-from pipeline.optimizer.spec import PValue, Split
+from pipeline.optimizer.spec import Loss, Method, PValue, Split
 from schemas import LoadMode, PolicyBody
 
 Guarantee = Literal["segment", "pooled", "none"]
@@ -76,6 +76,10 @@ class Proposal(_Record):
     delta: float
     split: Split
     p_value: PValue
+    method: Method = "ltt"
+    """How thresholds were certified: anytime certificates, or one look (LTT)."""
+    loss: Loss = "one_sided"
+    """The loss whose mean is promised to stay within epsilon."""
     tests: dict[LoadMode, int]
     """Tests run per load mode (the Bonferroni denominators)."""
     decisions: tuple[SegmentDecision, ...]

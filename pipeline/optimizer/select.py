@@ -22,12 +22,15 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import ValidationError
 
+from pipeline.optimizer.anytime import candidate_order
+from pipeline.optimizer.certify import CertificateBook, advance
 from pipeline.optimizer.curve import Curve, ExplorationBatch, evaluate
 from pipeline.optimizer.errors import OptimizerError
 from pipeline.optimizer.ltt import (
     LttResult,
     clopper_pearson_upper,
     empirical_oracle,
+    hoeffding_upper,
     learn_then_test,
 )
 from pipeline.optimizer.pareto import ParetoPoint, pareto_points
@@ -158,6 +161,12 @@ def _decide(
     delta = result.delta if result is not None else spec.risk.delta
     oracle = empirical_oracle(curve, epsilon) if population is not None else None
     losses = int(curve.losses[final])
+    signed = spec.risk.loss == "signed"
+    drop = float(
+        (curve.em_drop() - curve.gains / max(curve.n, 1))[final]
+        if signed
+        else curve.em_drop()[final]
+    )
     own = curves.get(key)
     return SegmentDecision(
         key=key,
@@ -177,8 +186,12 @@ def _decide(
         step_limited=final != proposed,
         token_saving=float(curve.token_saving()[final]),
         budget_saving=float(curve.budget_saving()[final]),
-        em_drop=float(curve.em_drop()[final]),
-        em_drop_bound=clopper_pearson_upper(losses, curve.n, delta),
+        em_drop=drop,
+        em_drop_bound=(
+            hoeffding_upper(drop, curve.n, delta, width=2.0)
+            if signed
+            else clopper_pearson_upper(losses, curve.n, delta)
+        ),
         full_em=curve.full_correct / max(curve.n, 1),
         p_values=tuple(zip(result.tested, result.p_values, strict=True)) if result else (),
         oracle_threshold=None if oracle is None else grid[oracle],
@@ -186,26 +199,66 @@ def _decide(
     )
 
 
+def _anytime_population(key: str, book: CertificateBook, min_samples: int) -> str | None:
+    # Most specific population with enough samples in its epoch; a key whose own
+    # population restarted (drift) does not borrow a parent's certificate, which
+    # holds its old behaviour: it stays safe until it certifies again.
+    for candidate in segment_ancestors(key):
+        pop = book.populations.get(candidate)
+        if pop is not None and pop.curve.n >= min_samples:
+            return candidate
+        if candidate == key and pop is not None and pop.epoch > 1:
+            return None
+    return None
+
+
+def _anytime_result(book: CertificateBook, population: str, epsilon: float) -> LttResult:
+    pop = book.populations[population]
+    state = pop.states[epsilon]
+    deployable = pop.deployable(epsilon)
+    order = candidate_order(pop.curve.grid)
+    tested = order[: len(deployable) + 1]
+    return LttResult(
+        index=deployable[-1] if deployable else None,
+        tested=tuple(pop.curve.grid[i] for i in tested),
+        p_values=tuple(float(state.p_value[i]) for i in tested),
+        delta=state.delta,
+    )
+
+
 def optimize(
     spec: PolicySpec,
     samples: Mapping[str, ExplorationBatch | Curve],
     current: PolicyBody | None = None,
+    book: CertificateBook | None = None,
 ) -> Proposal:
     """Propose the next policy from exploration samples.
 
     Args:
         spec: The validated policy spec.
-        samples: Exploration samples (or curves already on the spec's grid) by
-            ``tenant/task/length_bucket`` key.
+        samples: Exploration samples (or, with ``ltt``, curves already on the
+            spec's grid) by ``tenant/task/length_bucket`` key.
         current: The policy in force (the step limit is measured from it); the
             spec's safe default when None.
+        book: With ``risk.method: anytime``, the certificates after
+            :func:`~pipeline.optimizer.certify.advance` has fed them this cycle's
+            samples (``samples`` is then ignored); None certifies ``samples``
+            alone, as one look.
 
     Raises:
-        OptimizerError: if a key is not a ``tenant/task/length_bucket`` key or
-            a curve is on another grid.
+        OptimizerError: if a key is not a ``tenant/task/length_bucket`` key, a
+            curve is on another grid, or ``anytime`` is given curves.
     """
     grid = spec.thresholds()
     current = current or spec.default_policy
+    if spec.risk.method == "anytime":
+        if book is None:
+            batches = {k: v for k, v in samples.items() if isinstance(v, ExplorationBatch)}
+            if len(batches) != len(samples):
+                msg = "method 'anytime' needs exploration batches, not curves"
+                raise OptimizerError(msg)
+            book, _ = advance(CertificateBook.empty(spec), spec, batches, list(current.segments))
+        return _optimize_anytime(spec, book, current)
     curves = _populations(spec, samples, grid)
     keys = _policy_keys(spec, samples, current)
     population = {key: _population(key, curves, spec.min_samples) for key in keys}
@@ -246,8 +299,53 @@ def optimize(
         delta=spec.risk.delta,
         split=spec.risk.split,
         p_value=spec.risk.p_value,
+        method=spec.risk.method,
+        loss=spec.risk.loss,
         tests=tests,
         decisions=tuple(decisions),
         dropped=tuple(sorted(set(current.segments) - set(segments))),
         pareto=pareto,
+    )
+
+
+def _optimize_anytime(spec: PolicySpec, book: CertificateBook, current: PolicyBody) -> Proposal:
+    curves = {key: pop.curve for key, pop in book.populations.items()}
+    leaves = [k for k in book.populations if k.count("/") == 2]
+    keys = _policy_keys(spec, leaves, current)
+    population = {key: _anytime_population(key, book, spec.min_samples) for key in keys}
+    used: dict[LoadMode, set[tuple[str, float]]] = {mode: set() for mode in MODES}
+    decisions: list[SegmentDecision] = []
+    segments: dict[str, SegmentPolicy] = {}
+    for key in keys:
+        pop = population[key]
+        thresholds: dict[LoadMode, float] = {}
+        for mode in MODES:
+            epsilon = spec.epsilon(key, mode)
+            result = None
+            if pop is not None and epsilon in book.populations[pop].states:
+                result = _anytime_result(book, pop, epsilon)
+                used[mode].add((pop, epsilon))
+            now = current_threshold(current, key, mode)
+            decision = _decide(key, mode, spec, curves, pop, result, now)
+            decisions.append(decision)
+            thresholds[mode] = decision.threshold
+        settings = spec.settings_for(key)
+        segments[key] = SegmentPolicy(
+            thresholds=thresholds,
+            min_tokens=settings.min_tokens,
+            token_budget=settings.token_budget,
+        )
+    tested = sorted({pop for pop in population.values() if pop})
+    return Proposal(
+        policy_name=spec.name,
+        body=PolicyBody(segments=segments, exploration_share=spec.exploration_share),
+        delta=spec.risk.delta,
+        split=spec.risk.split,
+        p_value=spec.risk.p_value,
+        method="anytime",
+        loss=spec.risk.loss,
+        tests={mode: len(found) for mode, found in used.items()},
+        decisions=tuple(decisions),
+        dropped=tuple(sorted(set(current.segments) - set(segments))),
+        pareto={p: pareto_points(curves[p]) for p in tested},
     )

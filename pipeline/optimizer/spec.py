@@ -43,6 +43,8 @@ Level = Literal["segment", "task", "global"]
 LEVELS: tuple[Level, ...] = ("segment", "task", "global")
 Split = Literal["none", "segments", "segments_and_modes"]
 PValue = Literal["binomial", "hoeffding_bentkus"]
+Method = Literal["anytime", "ltt"]
+Loss = Literal["signed", "one_sided"]
 
 Epsilon = Annotated[float, Field(gt=0.0, le=0.5)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -136,7 +138,25 @@ class RiskSpec(_Spec):
     split: Split = "segments"
     """Bonferroni over the tests of one load mode (``segments``), of all modes, or none."""
     p_value: PValue = "binomial"
-    """Exact binomial (tightest for 0/1 losses) or Hoeffding-Bentkus."""
+    """Exact binomial (tightest for 0/1 losses) or Hoeffding-Bentkus (``ltt`` only)."""
+    method: Method = "ltt"
+    """``anytime``: betting e-processes that accumulate a population's samples over
+    cycles, valid at every cycle at once (:mod:`pipeline.optimizer.certify`);
+    ``ltt``: Learn-then-Test on each cycle's samples, valid for one look."""
+    loss: Loss = "one_sided"
+    """``signed``: the EM drop the operator measures (full EM minus served EM; an
+    early answer that fixes a wrong full one counts in favour); ``one_sided``:
+    the share of requests made worse, a stricter promise (``ltt`` needs it)."""
+    max_certificates: Annotated[int, Field(ge=1, le=100_000)] = 64
+    """With ``anytime`` and a split: delta is shared by at most this many
+    (population, epsilon) certificates, each at ``delta / max_certificates``."""
+
+    @model_validator(mode="after")
+    def _ltt_is_one_sided(self) -> Self:
+        if self.method == "ltt" and self.loss != "one_sided":
+            msg = "method 'ltt' certifies the one-sided loss only; use method 'anytime'"
+            raise ValueError(msg)
+        return self
 
 
 class GridSpec(_Spec):

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from schemas import StopReason
 
+OFF = 1.0
+"""A threshold at or above this never stops early (as on the node)."""
+
 
 @dataclass(frozen=True, slots=True)
 class StopPoint:
@@ -43,6 +46,8 @@ def stop_index(
         That index, or the last index when no checkpoint qualifies.
     """
     last = len(tokens) - 1
+    if threshold >= OFF:
+        return last
     for i in range(last):
         if tokens[i] >= min_tokens and confidence[i] >= threshold:
             return i
@@ -62,7 +67,7 @@ def early_stop(
     Args:
         tokens: Tokens at each checkpoint, strictly increasing; the last is the end.
         confidence: Confidence at each checkpoint.
-        threshold: Stop at confidence ``>=`` this; above every confidence never stops early.
+        threshold: Stop at confidence ``>=`` this; 1.0 or more is off (never stops early).
         min_tokens: No early stop before this many tokens.
         natural_end: Whether the last checkpoint is the model's own end (else the budget).
 
@@ -85,7 +90,7 @@ def early_stop(
         reason = "confident"
     elif natural_end:
         reason = "natural_end"
-    elif tokens[last] >= min_tokens and confidence[last] >= threshold:
+    elif tokens[last] >= min_tokens and threshold < OFF and confidence[last] >= threshold:
         reason = "confident"
     else:
         reason = "budget"

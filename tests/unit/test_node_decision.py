@@ -96,3 +96,16 @@ def test_decision_is_truthy_exactly_when_it_stops() -> None:
     assert CONFIDENT and BUDGET
     assert not (BELOW_THRESHOLD or MIN_TOKENS or EXPLORATION)
     assert {CONFIDENT.reason, BUDGET.reason} == {"confident", "budget"}
+
+
+def test_a_threshold_of_one_is_off_even_at_full_confidence() -> None:
+    from pipeline.node.decision import CONFIDENT, Rule, decide
+
+    off = Rule(threshold=1.0, min_tokens=0, token_budget=100)
+    assert decide(off, 50, 1.0) != CONFIDENT
+    assert off.threshold_at(50) == 1.0  # reported as the policy says
+    scheduled = Rule(threshold=0.9, min_tokens=0, token_budget=100, step_starts=(40,),
+                     step_thresholds=(1.0,))  # fmt: skip
+    assert decide(scheduled, 30, 0.95) == CONFIDENT
+    assert decide(scheduled, 50, 1.0) != CONFIDENT
+    assert decide(Rule(threshold=0.99, min_tokens=0, token_budget=100), 50, 1.0) == CONFIDENT

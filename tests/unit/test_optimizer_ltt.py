@@ -58,7 +58,8 @@ def test_binomial_p_values_are_super_uniform_under_the_null() -> None:
 def test_no_data_certifies_nothing() -> None:
     result = learn_then_test(_curve([0, 0, 0], 0), 0.05, 0.1)
     assert result.index is None
-    assert result.tested == (1.0,) and result.p_values == (1.0,)
+    # 1.0 is off (risk 0 by construction): the walk starts at the safest threshold below it.
+    assert result.tested == (0.75,) and result.p_values == (1.0,)
     assert clopper_pearson_upper(0, 0, 0.1) == 1.0
     assert clopper_pearson_upper(5, 5, 0.1) == 1.0
     assert empirical_oracle(_curve([0, 0, 0], 0), 0.05) is None
@@ -69,7 +70,7 @@ def test_the_walk_stops_at_the_first_failure() -> None:
     curve = _curve([20, 100, 0, 0, 0, 0], 1000)
     result = learn_then_test(curve, 0.05, 0.1)
     assert result.index == 2
-    assert result.tested == (1.0, 0.9, 0.8, 0.7, 0.6)
+    assert result.tested == (0.9, 0.8, 0.7, 0.6)  # 1.0 is off: never tested
     assert result.p_values[-1] > 0.1 >= max(result.p_values[:-1])
     assert result.certified(2) and result.certified(5) and not result.certified(1)
     # The walk never jumps the gap even though 0.5 alone would pass.

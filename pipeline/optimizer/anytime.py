@@ -1,0 +1,288 @@
+"""Anytime-valid certificates that a stop rule's mean EM drop is at most ε.
+
+For each candidate rule the null is H0: E[d] > ε, where d is a per-request
+loss in ``[lower, 1]``: the signed loss ``EM_full - EM_early`` in {-1, 0, 1}
+(an early answer that fixes a wrong full one counts in favour), or the
+one-sided loss ``1[full right and early wrong]`` in {0, 1}. With
+``x = ε - d`` the wealth ``K_t = prod_{i<=t} (1 + λ_i x_i)``, whose bet
+``λ_i`` in ``[0, cap / (1 - ε)]`` uses ``x_1 .. x_{i-1}`` only (aGRAPA:
+``λ = Σx / (Σx² + prior)``), is a nonnegative supermartingale under H0
+(Waudby-Smith and Ramdas, 2023). By Ville's inequality it *ever* reaches
+``1/δ`` with probability at most δ, however often it is looked at: a
+candidate is certified from its first crossing on (latched).
+
+:func:`fixed_sequence` walks the candidates from the safest toward the most
+aggressive and stops at the first one not certified. A true null is deployed
+at some time only if the first true null in that fixed order is ever
+certified, so P(ever deploying a rule with E[d] > ε) <= δ, with no split of δ
+over the candidates. The order is fixed before the data; a non-monotone risk
+curve only costs power.
+
+Samples must be fed in an order that does not depend on their outcomes; the
+state only grows (:meth:`BettingState.update`), and any split of one stream
+into batches gives the same state, so a controller can persist it between
+cycles (:meth:`BettingState.to_json`).
+
+:class:`HarmDetector` is the other direction, for change detection: an
+e-detector (CUSUM-like: its wealth restarts at 1 whenever it falls below 1)
+for "E[d] has risen above ε" on the losses of the deployed rule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.optimizer.errors import OptimizerError
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+DEFAULT_CAP = 0.5
+"""Share of the largest bet that keeps wealth positive. 0.9 certifies a loss-free
+rule sooner but loses most of its wealth on one loss (research notes, docs/adr-008)."""
+DEFAULT_PRIOR = 1.0
+"""Pseudo second moment of the aGRAPA bet: larger means smaller early bets."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BettingState:
+    """Running e-processes of ``m`` candidates; :meth:`update` returns the next state.
+
+    Attributes:
+        epsilon: Tolerated mean loss.
+        delta: Level: a candidate is certified once its wealth reaches ``1/delta``.
+        lower: Smallest possible loss (-1 signed, 0 one-sided); the largest is 1.
+        n: Samples seen by every candidate.
+        sum_x: Per candidate, sum of ``x = epsilon - d``.
+        sum_x2: Per candidate, sum of ``x^2``.
+        sum_d: Per candidate, sum of the losses (for the empirical mean).
+        log_wealth: Log wealth per candidate.
+        max_log_wealth: Largest log wealth each candidate has had.
+        crossed_at: Samples seen when the wealth first reached ``1/delta``; -1 if never.
+    """
+
+    epsilon: float
+    delta: float
+    lower: float
+    n: int
+    sum_x: FloatArray
+    sum_x2: FloatArray
+    sum_d: FloatArray
+    log_wealth: FloatArray
+    max_log_wealth: FloatArray
+    crossed_at: IntArray
+    cap: float = DEFAULT_CAP
+    prior: float = DEFAULT_PRIOR
+
+    @classmethod
+    def start(
+        cls,
+        m: int,
+        *,
+        epsilon: float,
+        delta: float,
+        lower: float = -1.0,
+        cap: float = DEFAULT_CAP,
+        prior: float = DEFAULT_PRIOR,
+    ) -> BettingState:
+        """Fresh processes (wealth 1) for ``m`` candidates.
+
+        Raises:
+            OptimizerError: unless m >= 1, 0 < delta < 1, lower < epsilon < 1,
+                0 < cap < 1 and prior > 0.
+        """
+        if m < 1 or not 0.0 < delta < 1.0 or not lower < epsilon < 1.0:
+            msg = f"need m >= 1, 0 < delta < 1 and {lower} < epsilon < 1"
+            raise OptimizerError(msg)
+        if not 0.0 < cap < 1.0 or not prior > 0.0:
+            msg = "need 0 < cap < 1 and prior > 0"
+            raise OptimizerError(msg)
+        z = np.zeros(m)
+        return cls(
+            float(epsilon), float(delta), float(lower), 0, z, z.copy(), z.copy(), z.copy(),
+            z.copy(), np.full(m, -1, np.int64), float(cap), float(prior),
+        )  # fmt: skip
+
+    @property
+    def m(self) -> int:
+        """Number of candidates."""
+        return int(self.sum_x.size)
+
+    @property
+    def certified(self) -> BoolArray:
+        """Whether each candidate's wealth has ever reached ``1/delta`` (latched)."""
+        done: BoolArray = self.crossed_at >= 0
+        return done
+
+    @property
+    def p_value(self) -> FloatArray:
+        """Anytime-valid p-value per candidate: ``min(1, 1 / max wealth so far)``."""
+        p: FloatArray = np.minimum(1.0, np.exp(-self.max_log_wealth))
+        return p
+
+    @property
+    def mean(self) -> FloatArray:
+        """Empirical mean loss per candidate (zeros before any sample)."""
+        means: FloatArray = self.sum_d / max(self.n, 1)
+        return means
+
+    def update(self, d: npt.ArrayLike) -> BettingState:
+        """Add samples (rows, in arrival order) of every candidate's loss (columns).
+
+        Args:
+            d: Losses, shape ``(n, m)``; ``n`` may be 0.
+
+        Raises:
+            OptimizerError: on a wrong shape or a loss outside ``[lower, 1]``.
+        """
+        losses = np.asarray(d, dtype=np.float64)
+        if losses.ndim != 2 or losses.shape[1] != self.m:
+            msg = f"losses must have shape (n, {self.m}), got {losses.shape}"
+            raise OptimizerError(msg)
+        n = losses.shape[0]
+        if n == 0:
+            return self
+        if not np.all(np.isfinite(losses)) or losses.min() < self.lower or losses.max() > 1.0:
+            msg = f"losses must be finite and within [{self.lower}, 1]"
+            raise OptimizerError(msg)
+        x = self.epsilon - losses
+        top = self.cap / (1.0 - self.epsilon)
+        # _prefix(v, s)[i] = s + v[0] + ... + v[i-1], summed in order, so any split
+        # of the stream into batches gives the same state.
+        sums, squares = _prefix(x, self.sum_x), _prefix(x * x, self.sum_x2)
+        bets = np.clip(sums[:-1] / (squares[:-1] + self.prior), 0.0, top)
+        path = _prefix(np.log1p(bets * x), self.log_wealth)[1:]
+        over = path >= math.log(1.0 / self.delta)
+        first = np.where(over.any(axis=0), self.n + 1 + over.argmax(axis=0), -1)
+        return replace(
+            self,
+            n=self.n + n,
+            sum_x=sums[-1],
+            sum_x2=squares[-1],
+            sum_d=self.sum_d + losses.sum(axis=0),
+            log_wealth=path[-1],
+            max_log_wealth=np.maximum(self.max_log_wealth, path.max(axis=0)),
+            crossed_at=np.where(self.crossed_at >= 0, self.crossed_at, first),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The state as JSON-able values (floats round-trip exactly)."""
+        return {
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "lower": self.lower,
+            "cap": self.cap,
+            "prior": self.prior,
+            "n": self.n,
+            "sum_x": self.sum_x.tolist(),
+            "sum_x2": self.sum_x2.tolist(),
+            "sum_d": self.sum_d.tolist(),
+            "log_wealth": self.log_wealth.tolist(),
+            "max_log_wealth": self.max_log_wealth.tolist(),
+            "crossed_at": self.crossed_at.tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BettingState:
+        """Rebuild a state written by :meth:`to_json`.
+
+        Raises:
+            OptimizerError: if a field is missing or the arrays disagree in length.
+        """
+        try:
+            sx, sx2, sd, lw, mlw = (
+                np.asarray(data[k], dtype=np.float64)
+                for k in ("sum_x", "sum_x2", "sum_d", "log_wealth", "max_log_wealth")
+            )
+            crossed = np.asarray(data["crossed_at"], dtype=np.int64)
+            state = cls(
+                float(data["epsilon"]), float(data["delta"]), float(data["lower"]),
+                int(data["n"]), sx, sx2, sd, lw, mlw, crossed, float(data["cap"]),
+                float(data["prior"]),
+            )  # fmt: skip
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = f"invalid certificate state: {exc}"
+            raise OptimizerError(msg) from None
+        if len({a.shape for a in (sx, sx2, sd, lw, mlw, crossed)}) != 1 or crossed.ndim != 1:
+            msg = "invalid certificate state: arrays of different lengths"
+            raise OptimizerError(msg)
+        return state
+
+
+def _prefix(values: FloatArray, start: FloatArray) -> FloatArray:
+    # Row i: start plus the values of rows before i (n + 1 rows), summed in order.
+    out = np.empty((values.shape[0] + 1, *values.shape[1:]))
+    out[0], out[1:] = start, values
+    summed: FloatArray = np.cumsum(out, axis=0, out=out)
+    return summed
+
+
+def fixed_sequence(certified: BoolArray, order: IntArray) -> tuple[int, ...]:
+    """The certified prefix of ``order``: every candidate in it may be deployed.
+
+    Args:
+        certified: Per candidate, whether its null is rejected.
+        order: Candidate indices, fixed before any data, safest first.
+    """
+    ok = np.asarray(certified, dtype=np.bool_)[order]
+    k = int(ok.size if ok.all() else ok.argmin())
+    return tuple(int(i) for i in order[:k])
+
+
+def candidate_order(grid: npt.ArrayLike, off: float = 1.0) -> IntArray:
+    """Indices of ``grid`` to test, safest (highest threshold) first.
+
+    Thresholds at or above ``off`` never stop early by construction (the node
+    treats 1.0 as off), so their loss is 0: they are deployable untested and
+    left out, and the walk starts at the safest threshold that can stop.
+    """
+    values = np.asarray(grid, dtype=np.float64)
+    keep = np.flatnonzero(values < off)
+    order: IntArray = keep[np.argsort(-values[keep], kind="stable")].astype(np.int64)
+    return order
+
+
+@dataclass(frozen=True, slots=True)
+class HarmDetector:
+    """An e-detector of "the mean loss has risen above ``epsilon``" (CUSUM-like).
+
+    Wealth ``W_t = max(1, W_{t-1}) * (1 + λ (d_t - epsilon))`` with a fixed bet
+    λ: under no change (E[d] <= epsilon) the expected time to a false alarm
+    is at least ``threshold`` samples (Shin, Ramdas and Rinaldo, 2024); after a
+    change to a mean above epsilon the wealth grows geometrically.
+
+    Attributes:
+        epsilon: The tolerated mean loss.
+        threshold: Alarm level (also the bound on the mean run length to a false alarm).
+        bet: Fixed λ in (0, 1 / (1 + epsilon)).
+        log_wealth: Current log wealth (0 after a restart).
+        n: Samples seen.
+    """
+
+    epsilon: float
+    threshold: float = 1000.0
+    bet: float = 0.25
+    log_wealth: float = 0.0
+    n: int = 0
+
+    def update(self, d: npt.ArrayLike) -> tuple[HarmDetector, int | None]:
+        """Add losses in arrival order; return the new detector and the alarm sample, if any.
+
+        The alarm index counts from the detector's first sample (1-based); after
+        an alarm the caller restarts what the detector watched.
+        """
+        losses = np.asarray(d, dtype=np.float64).reshape(-1)
+        steps = np.log1p(self.bet * (losses - self.epsilon))
+        level = math.log(self.threshold)
+        log_w = self.log_wealth
+        for i, step in enumerate(steps.tolist()):
+            log_w = max(log_w, 0.0) + step
+            if log_w >= level:
+                return replace(self, log_wealth=0.0, n=self.n + i + 1), self.n + i + 1
+        return replace(self, log_wealth=log_w, n=self.n + losses.size), None

@@ -1,0 +1,325 @@
+"""Certificates that accumulate a population's exploration samples over cycles (pure).
+
+A :class:`CertificateBook` holds, per population (a ``tenant/task/length``
+key, a task or ``global``), the samples of its current *epoch*: the
+cumulative counts per threshold (a :class:`Curve`, for savings and the
+Pareto plot) and, per tolerance ε that some key tested on it needs, one
+:class:`BettingState` over every threshold of the grid and one
+:class:`HarmDetector` on the rule it certifies. :func:`advance` feeds a
+cycle's new samples to them, in an order that never depends on outcomes
+(segment key, then the reader's request order), so the book can be saved
+between cycles and the promise holds at every cycle at once:
+
+    per population and ε, P(at any time a certified threshold has a mean
+    loss above ε) <= the certificate's δ,
+
+where δ is ``risk.delta`` per certificate (``split: none``) or
+``risk.delta / risk.max_certificates`` (a family-wise promise over up to that
+many certificates). Epoch k of a population spends ``δ / (k (k + 1))``, so
+restarts sum to δ.
+
+A restart happens when a harm detector fires: the certified rule's losses have
+risen above ε (drift, or a new model that behaves differently). Only that
+population restarts; the others keep their evidence. A model swap by itself
+restarts nothing: the certificate stands while fresh samples stay consistent
+with it, and the detector revokes it quickly when they do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from pipeline.optimizer.anytime import (
+    BettingState,
+    HarmDetector,
+    IntArray,
+    candidate_order,
+    fixed_sequence,
+)
+from pipeline.optimizer.curve import Curve, ExplorationBatch, evaluate, request_losses
+from pipeline.optimizer.errors import OptimizerError
+from pipeline.optimizer.spec import Loss, PolicySpec
+from schemas import GLOBAL_SEGMENT, LoadMode, segment_ancestors
+
+MODES: tuple[LoadMode, ...] = ("offpeak", "normal", "peak")
+FORMAT = 1
+"""Version of :meth:`CertificateBook.to_json`'s layout."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Population:
+    """One population's current epoch.
+
+    Attributes:
+        key: The population key.
+        epoch: 1 for the first; a restart starts the next.
+        curve: Counts of this epoch's samples per threshold.
+        states: Betting state per tolerance ε.
+        detectors: Harm detector per tolerance ε.
+        restarts: Why each earlier epoch ended, oldest first (the last 10).
+    """
+
+    key: str
+    epoch: int
+    curve: Curve
+    states: dict[float, BettingState] = field(default_factory=dict)
+    detectors: dict[float, HarmDetector] = field(default_factory=dict)
+    restarts: tuple[str, ...] = ()
+
+    def deployable(self, epsilon: float) -> tuple[int, ...]:
+        """Grid indices certified at ``epsilon``, safest first (the walk's prefix)."""
+        state = self.states.get(epsilon)
+        if state is None:
+            return ()
+        return fixed_sequence(state.certified, candidate_order(self.curve.grid))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CertificateBook:
+    """Every population's certificates; :func:`advance` returns the next book."""
+
+    grid: tuple[float, ...]
+    loss: Loss
+    populations: dict[str, Population] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, spec: PolicySpec) -> CertificateBook:
+        """A book with no samples, for the spec's grid and loss."""
+        return cls(spec.thresholds(), spec.risk.loss)
+
+    def certificates(self) -> int:
+        """How many (population, ε) certificates exist."""
+        return sum(len(p.states) for p in self.populations.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """The book as JSON-able values."""
+        return {
+            "format": FORMAT,
+            "grid": list(self.grid),
+            "loss": self.loss,
+            "populations": {
+                key: {
+                    "epoch": p.epoch,
+                    "curve": _curve_json(p.curve),
+                    "states": [[eps, s.to_json()] for eps, s in sorted(p.states.items())],
+                    "detectors": [
+                        [eps, d.log_wealth, d.n, d.threshold, d.bet]
+                        for eps, d in sorted(p.detectors.items())
+                    ],
+                    "restarts": list(p.restarts),
+                }
+                for key, p in sorted(self.populations.items())
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CertificateBook:
+        """Rebuild a book written by :meth:`to_json`.
+
+        Raises:
+            OptimizerError: if the data are not such a book.
+        """
+        try:
+            if data["format"] != FORMAT:
+                msg = f"certificate book format {data['format']}, expected {FORMAT}"
+                raise OptimizerError(msg)
+            grid = tuple(float(g) for g in data["grid"])
+            populations = {
+                str(key): Population(
+                    key=str(key),
+                    epoch=int(p["epoch"]),
+                    curve=_curve_from_json(grid, p["curve"]),
+                    states={float(e): BettingState.from_json(s) for e, s in p["states"]},
+                    detectors={
+                        float(e): HarmDetector(float(e), float(t), float(b), float(w), int(n))
+                        for e, w, n, t, b in p["detectors"]
+                    },
+                    restarts=tuple(str(r) for r in p["restarts"]),
+                )
+                for key, p in data["populations"].items()
+            }
+            loss = data["loss"]
+            if loss not in ("signed", "one_sided"):
+                raise ValueError(loss)
+        except (KeyError, TypeError, ValueError) as exc:
+            msg = f"invalid certificate book: {exc!r}"
+            raise OptimizerError(msg) from None
+        return cls(grid, loss, populations)
+
+
+def _curve_json(curve: Curve) -> dict[str, Any]:
+    return {
+        "n": curve.n,
+        "losses": curve.losses.tolist(),
+        "gains": curve.gains.tolist(),
+        "tokens_used": curve.tokens_used.tolist(),
+        "full_tokens": curve.full_tokens,
+        "budget_tokens": curve.budget_tokens,
+        "full_correct": curve.full_correct,
+    }
+
+
+def _curve_from_json(grid: tuple[float, ...], data: Mapping[str, Any]) -> Curve:
+    def ints(name: str) -> IntArray:
+        values: IntArray = np.asarray(data[name], dtype=np.int64)
+        if values.shape != (len(grid),):
+            raise ValueError(name)
+        return values
+
+    return Curve(
+        grid=grid,
+        n=int(data["n"]),
+        losses=ints("losses"),
+        gains=ints("gains"),
+        tokens_used=ints("tokens_used"),
+        full_tokens=int(data["full_tokens"]),
+        budget_tokens=int(data["budget_tokens"]),
+        full_correct=int(data["full_correct"]),
+    )
+
+
+def population_members(spec: PolicySpec, leaves: list[str]) -> dict[str, list[str]]:
+    """Each population of the spec's levels and the leaf keys it pools, sorted."""
+    levels = spec.segments.levels
+    members: dict[str, list[str]] = {GLOBAL_SEGMENT: sorted(leaves)}
+    for leaf in sorted(leaves):
+        if "segment" in levels:
+            members[leaf] = [leaf]
+        if "task" in levels:
+            members.setdefault(leaf.split("/")[1], []).append(leaf)
+    return members
+
+
+def tolerances(spec: PolicySpec, population: str, keys: list[str]) -> list[float]:
+    """The tolerances keys may test on ``population``: every ε of every key below it."""
+    users = [k for k in keys if population in segment_ancestors(k)]
+    return sorted({spec.epsilon(k, mode) for k in users for mode in MODES})
+
+
+def certificate_delta(spec: PolicySpec, epoch: int) -> float:
+    """The level of one certificate in ``epoch`` (epochs of a population sum to its δ)."""
+    base = spec.risk.delta
+    if spec.risk.split != "none":
+        base /= spec.risk.max_certificates
+    return base / (epoch * (epoch + 1))
+
+
+def _fresh(spec: PolicySpec, key: str, epoch: int, epsilons: list[float]) -> Population:
+    grid = spec.thresholds()
+    lower = -1.0 if spec.risk.loss == "signed" else 0.0
+    delta = certificate_delta(spec, epoch)
+    return Population(
+        key=key,
+        epoch=epoch,
+        curve=Curve.empty(grid),
+        states={
+            e: BettingState.start(len(grid), epsilon=e, delta=delta, lower=lower) for e in epsilons
+        },
+        detectors={e: HarmDetector(epsilon=e) for e in epsilons},
+    )
+
+
+def _first_alarm(pop: Population, losses: np.ndarray[Any, Any]) -> tuple[int | None, str]:
+    """Sample index (0-based) of the earliest alarm among the detectors, and why."""
+    earliest: tuple[int | None, str] = (None, "")
+    for eps, detector in pop.detectors.items():
+        prefix = pop.deployable(eps)
+        if not prefix:
+            continue
+        watched = prefix[-1]  # the most aggressive certified rule
+        _, alarm = detector.update(losses[:, watched])
+        if alarm is not None and (earliest[0] is None or alarm - 1 < earliest[0]):
+            theta = pop.curve.grid[watched]
+            earliest = (alarm - 1, f"losses at threshold {theta} rose above epsilon {eps}")
+    return earliest
+
+
+def _feed(pop: Population, losses: np.ndarray[Any, Any], curve: Curve) -> Population:
+    states = {e: s.update(losses) for e, s in pop.states.items()}
+    detectors = {}
+    for eps, detector in pop.detectors.items():
+        prefix = pop.deployable(eps)
+        detectors[eps] = detector.update(losses[:, prefix[-1]])[0] if prefix else detector
+    return replace(pop, curve=pop.curve + curve, states=states, detectors=detectors)
+
+
+def advance(
+    book: CertificateBook,
+    spec: PolicySpec,
+    samples: Mapping[str, ExplorationBatch],
+    known: list[str] | None = None,
+) -> tuple[CertificateBook, list[str]]:
+    """Feed a cycle's new samples (by ``tenant/task/length`` key) to the certificates.
+
+    Args:
+        book: The certificates so far (:meth:`CertificateBook.empty` at first).
+        spec: The policy spec (grid, loss, tolerances, δ).
+        samples: New exploration samples since the last call, each batch in
+            request order; never samples already fed.
+        known: Policy keys that exist beside the sampled ones (the current
+            policy's), so their tolerances get certificates too.
+
+    Returns:
+        The next book and one line per event (a restart, a refused certificate).
+
+    Raises:
+        OptimizerError: if a key is not ``tenant/task/length``.
+    """
+    events: list[str] = []
+    grid = spec.thresholds()
+    if book.grid != grid or book.loss != spec.risk.loss:
+        if book.populations:
+            events.append("the spec's grid or loss changed: every certificate restarts")
+        book = CertificateBook.empty(spec)
+    leaves = sorted(set(samples) | {k for k in book.populations if k.count("/") == 2})
+    if any(k.count("/") != 2 for k in samples):
+        msg = f"samples must be keyed by 'tenant/task/length_bucket', got {sorted(samples)}"
+        raise OptimizerError(msg)
+    keys = sorted(set(leaves) | set(known or ()) | {k.split("/")[1] for k in leaves})
+    losses: dict[str, np.ndarray[Any, Any]] = {}
+    curves: dict[str, Curve] = {}
+    for leaf, batch in samples.items():
+        settings = spec.settings_for(leaf)
+        one_sided = spec.risk.loss == "one_sided"
+        losses[leaf] = request_losses(batch, grid, settings.min_tokens, one_sided=one_sided)
+        curves[leaf] = evaluate(batch, grid, settings.min_tokens, settings.token_budget)
+    populations = dict(book.populations)
+    for key, members in population_members(spec, leaves).items():
+        fed = [m for m in members if m in losses and len(losses[m])]
+        wanted = tolerances(spec, key, keys)
+        pop = populations.get(key) or _fresh(spec, key, 1, [])
+        missing = [e for e in wanted if e not in pop.states]
+        if missing and pop.curve.n == 0:
+            pop = _fresh(spec, key, pop.epoch, sorted(set(pop.states) | set(missing)))
+        elif missing:
+            # A new tolerance on a population with history: its certificate starts now.
+            extra = _fresh(spec, key, pop.epoch, missing)
+            pop = replace(
+                pop,
+                states={**pop.states, **extra.states},
+                detectors={**pop.detectors, **extra.detectors},
+            )
+        if not fed:
+            populations[key] = pop
+            continue
+        block = np.vstack([losses[m] for m in fed])
+        curve = sum((curves[m] for m in fed), Curve.empty(grid))
+        at, why = _first_alarm(pop, block)
+        if at is None:
+            populations[key] = _feed(pop, block, curve)
+            continue
+        # The new epoch starts with the next cycle's samples: this cycle's mix both regimes.
+        events.append(f"{key}: epoch {pop.epoch} ends after {at + 1} new samples: {why}")
+        restarted = _fresh(spec, key, pop.epoch + 1, sorted(pop.states))
+        populations[key] = replace(restarted, restarts=(*pop.restarts, why)[-10:])
+    book = replace(book, populations=populations)
+    if spec.risk.split != "none" and book.certificates() > spec.risk.max_certificates:
+        events.append(
+            f"{book.certificates()} certificates exceed risk.max_certificates "
+            f"{spec.risk.max_certificates}: the family-wise promise no longer holds"
+        )
+    return book, events
