@@ -1,0 +1,135 @@
+"""Anytime-valid certificates: betting e-processes, the fixed-sequence walk, the harm detector."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.optimizer import OptimizerError
+from pipeline.optimizer.anytime import (
+    BettingState,
+    HarmDetector,
+    candidate_order,
+    fixed_sequence,
+)
+from pipeline.optimizer.curve import ExplorationBatch, evaluate, request_losses
+
+
+def ternary(rng: np.random.Generator, p_neg: float, p_pos: float, shape: tuple[int, ...]):  # type: ignore[no-untyped-def]
+    u = rng.random(shape)
+    return (u < p_pos).astype(np.int8) - (u >= 1.0 - p_neg).astype(np.int8)
+
+
+def test_incremental_updates_equal_one_batch_and_survive_json() -> None:
+    rng = np.random.default_rng(0)
+    d = ternary(rng, 0.08, 0.07, (3000, 4))
+    start = BettingState.start(4, epsilon=0.02, delta=0.05)
+    whole = start.update(d)
+    parts = start
+    for chunk in np.split(d, [0, 1, 7, 7, 500, 1999, 2999]):  # includes empty batches
+        parts = BettingState.from_json(json.loads(json.dumps(parts.to_json()))).update(chunk)
+    assert parts.n == whole.n == 3000
+    for name in ("sum_x", "sum_x2", "sum_d", "log_wealth", "max_log_wealth", "crossed_at"):
+        assert np.array_equal(getattr(parts, name), getattr(whole, name)), name
+
+
+def _mean_wealth(p_neg: float, p_pos: float) -> tuple[float, float]:
+    rng = np.random.default_rng(12345)
+    paths = 20_000
+    d = ternary(rng, p_neg, p_pos, (200, paths))
+    state = BettingState.start(paths, epsilon=0.02, delta=0.01).update(d)
+    wealth = np.exp(state.log_wealth)
+    return float(wealth.mean()), float(wealth.std() / np.sqrt(paths))
+
+
+def test_wealth_is_a_supermartingale_at_the_null_boundary() -> None:
+    # E[d] = epsilon exactly: E[K_t] <= 1 for predictable bets. A bet that peeked at
+    # the current sample, or the wrong sign of x, would push the mean far above 1.
+    mean, se = _mean_wealth(0.065, 0.085)
+    assert mean <= 1.0 + 4.0 * se
+    inside, _ = _mean_wealth(0.055, 0.095)  # E[d] = .04 > epsilon
+    assert inside < 1.0
+
+
+def test_the_supermartingale_check_can_fail() -> None:
+    mean, se = _mean_wealth(0.1, 0.07)  # E[d] = -0.03 < epsilon: wealth grows
+    assert mean > 1.0 + 4.0 * se
+
+
+def test_certifies_when_the_mean_is_clearly_below_epsilon_and_latches() -> None:
+    rng = np.random.default_rng(1)
+    d = ternary(rng, 0.10, 0.05, (4000, 1))  # E[d] = -0.05, epsilon = 0.02
+    state = BettingState.start(1, epsilon=0.02, delta=0.01).update(d)
+    assert state.certified[0] and 0 < state.crossed_at[0] <= 4000
+    assert state.p_value[0] <= 0.01
+    worse = state.update(np.ones((400, 1)))  # the wealth falls, the certificate stays
+    assert worse.certified[0] and worse.log_wealth[0] < state.log_wealth[0]
+
+
+def test_one_sided_loss_and_validation() -> None:
+    rng = np.random.default_rng(2)
+    loss = (rng.random((3000, 2)) < [0.005, 0.04]).astype(np.int8)
+    state = BettingState.start(2, epsilon=0.02, delta=0.01, lower=0.0).update(loss)
+    assert state.certified.tolist() == [True, False]
+    with pytest.raises(OptimizerError):
+        state.update(-np.ones((1, 2)))
+    with pytest.raises(OptimizerError):
+        state.update(np.zeros((3, 3)))
+    with pytest.raises(OptimizerError):
+        BettingState.start(1, epsilon=0.02, delta=1.0)
+    with pytest.raises(OptimizerError):
+        BettingState.from_json({"n": 1})
+
+
+def test_never_certifies_without_samples() -> None:
+    state = BettingState.start(3, epsilon=0.02, delta=0.5).update(np.zeros((0, 3)))
+    assert state.n == 0 and not state.certified.any()
+    assert fixed_sequence(state.certified, candidate_order([0.5, 0.7, 0.9])) == ()
+
+
+def test_fixed_sequence_stops_at_the_first_uncertified_and_leaves_off_out() -> None:
+    grid = [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    order = candidate_order(grid)
+    assert order.tolist() == [4, 3, 2, 1, 0]  # 1.0 is off: zero risk, never tested
+    certified = np.array([True, False, True, True, True, False])
+    assert fixed_sequence(certified, order) == (4, 3, 2)
+
+
+def test_harm_detector_stays_quiet_under_no_change_and_fires_after_one() -> None:
+    rng = np.random.default_rng(4)
+    quiet = HarmDetector(epsilon=0.02)
+    false_alarms = 0
+    for _ in range(20):
+        _, alarm = quiet.update((rng.random(2000) < 0.01).astype(float))
+        false_alarms += alarm is not None
+    assert false_alarms <= 1  # mean run length to a false alarm >= 1000 samples
+    before = (rng.random(3000) < 0.0).astype(float)
+    after = (rng.random(2000) < 0.15).astype(float)
+    _, alarm = HarmDetector(epsilon=0.02).update(np.concatenate([before, after]))
+    assert alarm is not None and 3000 < alarm < 3300
+
+
+def _batch(rng: np.random.Generator, n: int) -> ExplorationBatch:
+    k = 6
+    tokens = np.tile(np.arange(1, k + 1) * 8, (n, 1))
+    conf = np.maximum.accumulate(rng.random((n, k)), axis=1)
+    return ExplorationBatch(
+        tokens=tokens, confidence=conf, correct=rng.random((n, k)) < 0.5,
+        length=np.full(n, k), full_tokens=np.full(n, 8 * k), full_correct=rng.random(n) < 0.6,
+    )  # fmt: skip
+
+
+def test_request_losses_agree_with_the_curve_counts_and_one_is_off() -> None:
+    rng = np.random.default_rng(3)
+    batch = _batch(rng, 400)
+    batch.confidence.flags.writeable = True
+    batch.confidence[:, 1] = 1.0  # a probe that is sure: still no stop at 1.0
+    grid = (0.5, 0.7, 0.9, 1.0)
+    counted = evaluate(batch, grid, 16, 4096)
+    d = request_losses(batch, grid, 16)
+    assert (d == 1).sum(axis=0).tolist() == counted.losses.tolist()
+    assert (d == -1).sum(axis=0).tolist() == counted.gains.tolist()
+    assert not d[:, 3].any() and counted.tokens_used[3] == batch.full_tokens.sum()
+    assert request_losses(batch, grid, 16, one_sided=True).min() == 0
