@@ -1,4 +1,5 @@
-"""What every bench script shares: the JSON contract, free ports and a private stack.
+"""What every bench script shares: the JSON contract, its printout, timing helpers,
+free ports and a private stack.
 
 Each ``bench/bench_*.py`` accepts ``--json PATH`` and writes there, besides its
 printout::
@@ -18,8 +19,9 @@ import json
 import math
 import socket
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,6 +88,17 @@ class Report:
             path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
 
+def verdict(fig: Figure) -> str:
+    """What a printout adds to a figure with a goal (nothing without one)."""
+    return f"  [goal {fig.goal}: {'met' if fig.met else 'NOT met'}]" if fig.goal else ""
+
+
+def print_figures(report: Report, *, name: int, value: str, unit: int) -> None:
+    """Print the figures as a table: ``name`` and ``unit`` are widths, ``value`` a format."""
+    for fig in report.figures:
+        print(f"{fig.name:{name}} {fig.value:{value}} {fig.unit:{unit}} {fig.detail}{verdict(fig)}")
+
+
 def add_json_argument(parser: argparse.ArgumentParser) -> None:
     """The contract's ``--json PATH`` option."""
     parser.add_argument(
@@ -102,6 +115,24 @@ def percentile(values: Sequence[float], q: float) -> float:
     low = math.floor(pos)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def rate(count: Callable[[], float], total: float, timeout_s: float) -> float | None:
+    """Units/s from the first units counted to ``total``; None on timeout.
+
+    Counters move a batch at a time, so the first batch only starts the clock.
+    """
+    deadline = time.monotonic() + timeout_s
+    while (first := count()) == 0:
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.001)
+    start = time.perf_counter()
+    while count() < total:
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.005)
+    return (total - first) / (time.perf_counter() - start)
 
 
 def free_port() -> int:

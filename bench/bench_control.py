@@ -33,7 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from _common import Report, add_json_argument, percentile, stack
+from _common import Report, add_json_argument, percentile, print_figures, stack
 from _fleet import KEY_ID, Cpu, Observed, Watcher, all_acked, host
 
 from pipeline.config import Settings
@@ -330,9 +330,7 @@ def main() -> None:
     report = Report("Control propagation: publish to ACK across nodes", command)
     with stack(args.stack) as settings:
         run(settings, nodes, versions, args.processes, report, args.raw)
-    for fig in report.figures:
-        goal = f"  [goal {fig.goal}: {'met' if fig.met else 'NOT met'}]" if fig.goal else ""
-        print(f"{fig.name:45} {fig.value:10.1f} {fig.unit:5} {fig.detail}{goal}")
+    print_figures(report, name=45, value="10.1f", unit=5)
     report.write(args.json)
 
 

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import Report, add_json_argument, percentile
+from _common import Report, add_json_argument, percentile, print_figures
 from scipy import stats
 
 from pipeline.optimizer import ExplorationBatch, PolicySpec, Trajectory, load_spec, optimize
@@ -274,9 +274,7 @@ def main() -> None:
     tallies = cycles(spec, env, args.seeds, args.samples)
     sweep = {size: cycles(spec, env, args.sweep_seeds, size)["normal"] for size in args.sweep}
     rep = report(spec, tallies, sweep, args)
-    for fig in rep.figures:
-        goal = f"  [goal {fig.goal}: {'met' if fig.met else 'NOT met'}]" if fig.goal else ""
-        print(f"{fig.name:48} {fig.value:7.1f} {fig.unit:2} {fig.detail}{goal}")
+    print_figures(rep, name=48, value="7.1f", unit=2)
     rep.write(args.json)
 
 

@@ -25,28 +25,28 @@ Rates run from the first record seen to the last, so group joins and table
 recovery are left out; each is the median of ``--repeat`` runs on fresh
 topics. ``--stack env`` writes bench rows (request ids ``b-...``) into that
 warehouse, the bare insert a second time.
+
+This script holds the workload, the pure join and the report; the raw and
+Faust baselines are in ``_stream_baselines.py``, the runs of the real joiner
+and sink in ``_stream_worker.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
-import multiprocessing
-import os
-import queue
 import random
 import statistics
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from _common import Report, add_json_argument
+from _common import Report, add_json_argument, verdict
 from _common import stack as private_stack
+from _stream_baselines import faust_floor, raw_consume
+from _stream_worker import run_joiner, sink_vs_bare
 
 from pipeline.config import Settings
 from pipeline.stream.config import StreamSettings
@@ -56,7 +56,6 @@ from schemas import EMLabel, InferenceEvent, UserFeedback
 from schemas.examples import inference_event
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-INPUTS = ("inference-events", "em-labels", "user-feedback")
 
 
 def messages(n: int, tag: str) -> list[tuple[Source, InferenceEvent | EMLabel | UserFeedback]]:
@@ -135,187 +134,6 @@ def with_inputs(base: Settings, n: int) -> tuple[Settings, int]:
     return settings, len(workload)
 
 
-def rate(count: Callable[[], float], total: float, timeout_s: float) -> float | None:
-    """Units/s from the first units counted to ``total``; None on timeout.
-
-    Counters move a batch at a time, so the first batch only starts the clock.
-    """
-    deadline = time.monotonic() + timeout_s
-    while (first := count()) == 0:
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.001)
-    start = time.perf_counter()
-    while count() < total:
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.005)
-    return (total - first) / (time.perf_counter() - start)
-
-
-def raw_consume(settings: Settings, total: int) -> float:
-    from confluent_kafka import Consumer
-
-    conf = {**settings.kafka.client_config(), "group.id": f"raw-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest", "enable.auto.commit": False}  # fmt: skip
-    consumer = Consumer(conf)
-    consumer.subscribe([settings.topic(name) for name in INPUTS])
-    got, first, start = 0, 0, 0.0
-    while got < total:
-        got += sum(1 for m in consumer.consume(10_000, 1.0) if m.error() is None)
-        if got and not first:
-            first, start = got, time.perf_counter()
-    took = time.perf_counter() - start
-    consumer.close()
-    return (total - first) / took
-
-
-def faust_floor(settings: Settings, total: int, scheme: str, timeout_s: float) -> float | None:
-    """Records/s of a Faust agent that only counts, or None if it saw none within the timeout.
-
-    In a child process, killed at the end: an app that never got going (the
-    confluent driver) keeps a thread spinning after its stop times out.
-    """
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    child = context.Process(target=_floor, args=(settings, total, scheme, timeout_s, results))
-    child.start()
-    child.join(timeout_s + 60)
-    if child.is_alive():
-        child.kill()
-    try:
-        got: float | None = results.get(timeout=1)
-    except queue.Empty:
-        return None
-    return got
-
-
-def _floor(settings: Settings, total: int, scheme: str, timeout_s: float, results: Any) -> None:
-    import faust
-
-    seen = [0]
-    stream = StreamSettings()
-    app = faust.App(
-        f"floor-{uuid.uuid4().hex[:8]}",
-        broker=f"{scheme}://{settings.kafka.bootstrap_servers}",
-        autodiscover=False, web_enabled=False, topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest", topic_partitions=6,
-        stream_buffer_maxsize=max(4096, 2 * stream.batch_max_records),
-    )  # fmt: skip
-    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw",
-           "value_serializer": "raw"}  # fmt: skip
-
-    async def count(records: Any) -> None:
-        async for _ in records.events():
-            seen[0] += 1
-
-    app.agent(app.topic(*[settings.topic(name) for name in INPUTS], **raw), name="count")(count)
-
-    async def run() -> None:
-        await app.start()
-        await asyncio.Event().wait()  # until the process ends
-
-    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
-    with gc_threshold(stream.gc_gen0_threshold):
-        thread.start()
-        results.put(rate(lambda: seen[0], total, timeout_s))
-    results.close()
-    results.join_thread()
-    os._exit(0)  # the app's threads are not ours to wait for
-
-
-def run_joiner(settings: Settings, total: int, **update: Any) -> tuple[float, float]:
-    """Input records/s and outcomes/s of the worker without its sink."""
-    from pipeline.stream.runner import Worker
-
-    stream = StreamSettings(app_id=f"joiner-{uuid.uuid4().hex[:6]}", sink_enabled=False, **update)
-    worker = Worker(settings, stream)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    records = rate(lambda: worker.metrics.total("stream_records_total"), total, 600)
-    stop.set()
-    thread.join(60)
-    if records is None:
-        msg = "the joiner did not get through its input in time"
-        raise SystemExit(msg)
-    return records, records * worker.metrics.total("stream_outcomes_total") / total
-
-
-def sink_vs_bare(settings: Settings, batch_rows: int) -> tuple[float, float, float, int]:
-    """Rows/s of the sink, of bare ``client.insert`` calls and of bare inserts through
-    reused insert contexts, all of the same rows in the same batches; and the row count."""
-    from clickhouse_connect.driver import options
-    from confluent_kafka import Consumer
-
-    from pipeline.stream.metrics import Metrics
-    from pipeline.stream.sink import Sink
-    from pipeline.stream.writer import SINK_TOPICS, ClickHouseWriter, SinkBatch, SinkRecord
-    from pipeline.warehouse.client import connect
-
-    by_topic = {settings.topic(name): name for name in SINK_TOPICS}
-    conf = {**settings.kafka.client_config(), "group.id": f"read-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest", "enable.auto.commit": False}  # fmt: skip
-    consumer = Consumer(conf)
-    consumer.subscribe(list(by_topic))
-    records: list[SinkRecord] = []
-    quiet = time.monotonic()
-    while time.monotonic() - quiet < 3:  # read until nothing came for 3 s
-        for m in consumer.consume(10_000, 0.5):
-            if m.error() is None:
-                records.append(SinkRecord(by_topic[m.topic()], m.topic(), m.partition(),
-                                          m.offset(), m.value(), m.key()))  # fmt: skip
-                quiet = time.monotonic()
-    consumer.close()
-    client = connect(settings)
-    client.query("SELECT 1").result_rows  # noqa: B018  # connect before timing
-    getattr(options, "pd", None)  # clickhouse-connect imports pandas at its first insert
-    writer = ClickHouseWriter(lambda: client)
-    chunks = [SinkBatch(records[i : i + batch_rows]) for i in range(0, len(records), batch_rows)]
-    start = time.perf_counter()
-    prepared = [writer.prepare(client, chunk) for chunk in chunks]  # before the sink writes
-    DECODE.update(seconds=time.perf_counter() - start, records=len(records))
-    expected = sum(len(values) for p in prepared for _, _, values in p.tables)
-
-    metrics = Metrics()
-    stream = StreamSettings(app_id=f"sink-{uuid.uuid4().hex[:6]}", sink_batch_rows=batch_rows)
-    sink = Sink(settings, stream, ClickHouseWriter(lambda: connect(settings), metrics), metrics)
-    stop = threading.Event()
-    thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
-    thread.start()
-
-    def written() -> float:
-        # Drained: stop, so the last batch is written now, not when it is old enough.
-        if metrics.total("sink_records_total") >= len(records):
-            stop.set()
-        return metrics.total("sink_rows_total")
-
-    rows = rate(written, expected, 600)
-    stop.set()
-    thread.join(60)
-    if rows is None:
-        msg = "the sink did not write its rows in time"
-        raise SystemExit(msg)
-
-    start = time.perf_counter()
-    for p in prepared:
-        for table, columns, values in p.tables:
-            if values:
-                client.insert(table, values, column_names=columns)
-    bare = expected / (time.perf_counter() - start)
-    contexts: dict[str, Any] = {}
-    start = time.perf_counter()
-    for p in prepared:
-        for table, columns, values in p.tables:
-            if values:
-                if table not in contexts:
-                    contexts[table] = client.create_insert_context(table, column_names=columns)
-                client.insert(data=values, context=contexts[table])
-    reused = expected / (time.perf_counter() - start)
-    client.close()
-    return rows, bare, reused, expected
-
-
 PARTS = ("raw", "floor", "confluent", "joiner", "one", "sink")
 
 
@@ -334,10 +152,9 @@ def bench_stack(base: Settings, n: int, repeat: int, parts: set[str]) -> dict[st
         if "joiner" in parts or "sink" in parts:  # the sink reads what the joiner produced
             got["joiner"], got["outcomes"] = run_joiner(settings, total)
         if "sink" in parts:
-            batch = StreamSettings().sink_batch_rows
-            got["sink"], got["bare"], got["bare_reused"], got["rows"] = sink_vs_bare(
-                settings, batch
-            )
+            sink = sink_vs_bare(settings, StreamSettings().sink_batch_rows)
+            got.update(sink=sink.sink, bare=sink.bare, bare_reused=sink.bare_reused, rows=sink.rows)
+            DECODE.update(seconds=sink.decode_s, records=sink.records)
         print(f"  run {i + 1}: " + ", ".join(f"{k} {v:,.0f}" for k, v in got.items()))
         for key, value in got.items():
             runs.setdefault(key, []).append(value)
@@ -352,9 +169,9 @@ def bench_stack(base: Settings, n: int, repeat: int, parts: set[str]) -> dict[st
 
 
 SPREAD: dict[str, str] = {}
+"""Each stack figure's runs, as text, by key (filled by bench_stack)."""
 DECODE: dict[str, float] = {}
 """The last run's decode of the sink's records alone (``writer.prepare``): seconds, records."""
-"""Each stack figure's runs, as text, by key (filled by bench_stack)."""
 
 
 def report(pure: dict[int, float], med: dict[str, float], n: int, repeat: int, cmd: str) -> Report:
@@ -497,8 +314,8 @@ def report(pure: dict[int, float], med: dict[str, float], n: int, repeat: int, c
     )
     for fig in rep.figures:
         shown = "n/a" if math.isnan(fig.value) else f"{fig.value:,.1f}"
-        goal = f"  [goal {fig.goal}: {'met' if fig.met else 'NOT met'}]" if fig.goal else ""
-        print(f"{fig.name}: {shown} {fig.unit}{goal}" + (f"  ({fig.detail})" if fig.detail else ""))
+        detail = f"  ({fig.detail})" if fig.detail else ""
+        print(f"{fig.name}: {shown} {fig.unit}{verdict(fig)}{detail}")
     return rep
 
 

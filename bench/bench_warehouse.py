@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import Report, add_json_argument, stack
+from _common import Report, add_json_argument, print_figures, stack
 
 from pipeline.config import Settings
 from pipeline.warehouse.client import connect
@@ -133,8 +133,7 @@ def main() -> None:
         "process reaches the engine through the warehouse's HTTP endpoint (ADR 001), so "
         "the HTTP figures bound what the stream sink can insert."
     )
-    for fig in rep.figures:
-        print(f"{fig.name:50} {fig.value:12,.1f} {fig.unit:6} {fig.detail}")
+    print_figures(rep, name=50, value="12,.1f", unit=6)
     rep.write(args.json)
 
 
