@@ -23,7 +23,11 @@ class ControllerSettings(BaseModel):
     period_s: float = Field(default=3600.0, gt=0, le=7 * 86400)
     """Time between optimize cycles."""
     window_s: float = Field(default=7 * 86400.0, gt=0)
-    """Exploration outcomes older than this are not read."""
+    """Exploration outcomes older than this are not read (``ltt``: each cycle's
+    window; ``anytime``: how far back the first cycle reaches)."""
+    label_wait_s: float = Field(default=300.0, ge=0, le=7 * 86400)
+    """``anytime``: a request is fed to the certificates once it is this old, with
+    its label if one has arrived by then; later labels never change what was fed."""
     monitor_interval_s: float = Field(default=30.0, gt=0, le=3600)
     """Time between guardrail checks while a canary runs."""
 

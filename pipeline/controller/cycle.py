@@ -18,13 +18,15 @@ from typing import Any, Literal
 from pipeline.audit import AuditSink
 from pipeline.config import Settings
 from pipeline.controller import plan
+from pipeline.controller.certificates import Saved, book_path, load_book, save_book
 from pipeline.controller.config import controller_settings
 from pipeline.controller.errors import CycleError
 from pipeline.controller.handover import to_registry
-from pipeline.controller.reader import read_exploration
+from pipeline.controller.reader import read_exploration, read_new_exploration
 from pipeline.errors import WarehouseError
 from pipeline.node.verify import Limits
 from pipeline.optimizer import PolicySpec, optimize
+from pipeline.optimizer.certify import advance
 from pipeline.registry import names
 from pipeline.registry.canary import start_canary
 from pipeline.registry.carrier import base_body, running_canary
@@ -96,10 +98,20 @@ def run_cycle(
     problem = plan.budget_problem(spec, settings.node.max_token_budget)
     if problem:
         raise CycleError(problem)
-    since = (now or datetime.now(UTC)) - timedelta(seconds=controller_settings(settings).window_s)
+    config = controller_settings(settings)
+    moment = now or datetime.now(UTC)
+    since = moment - timedelta(seconds=config.window_s)
+    anytime = spec.risk.method == "anytime"
+    store = book_path(settings.state_dir, spec.name)
+    saved = load_book(store, spec) if anytime else None
+    until = moment - timedelta(seconds=config.label_wait_s)
     warehouse = connect_warehouse(settings)
     try:
-        samples = read_exploration(warehouse, spec.name, since)
+        if saved is not None:
+            after = max(saved.watermark or since, since)
+            samples = read_new_exploration(warehouse, spec.name, after, until)
+        else:
+            samples = read_exploration(warehouse, spec.name, since)
     except WarehouseError:
         raise
     except Exception as exc:  # noqa: BLE001  # clickhouse-connect raises many types
@@ -112,11 +124,19 @@ def run_cycle(
     with mlflow_errors(f"optimize cycle of {spec.name}"):
         client = connect_mlflow(settings)
         version, current = production_body(client, model_name, spec.default_policy)
+        book = None
+        if saved is not None:
+            # Fed once, before anything can fail later: the certificates only grow.
+            book, events = advance(saved.book, spec, samples, list(current.segments))
+            save_book(store, Saved(book, max(until, saved.watermark or until)))
+            for event in events:
+                log.warning("certificates of %s: %s", spec.name, event)
+            n = sum(p.curve.n for k, p in book.populations.items() if k.count("/") == 2)
         candidate = running_canary(current)
         if candidate is not None:
             detail = f"canary of v{candidate} is running on v{version}; no new proposal"
             return CycleResult("canary_running", detail, n, len(samples), production=version)
-        proposal = optimize(spec, samples, current)
+        proposal = optimize(spec, samples, current, book=book)
         problem = plan.body_problem(proposal.body, Limits.from_settings(settings.node))
         if problem:
             msg = f"proposal for {spec.name} not registered: nodes would refuse it: {problem}"

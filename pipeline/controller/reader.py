@@ -7,8 +7,12 @@ module imports no ClickHouse library and its pure halves
 Exploration: labeled exploration outcomes of one policy in a time window,
 their checkpoints read from ``trajectory_points FINAL`` (latest version of
 every request) and packed into one :class:`ExplorationBatch` per
-``tenant/task/length_bucket`` key. A request whose checkpoints are not all
-labeled is dropped: the loss needs every checkpoint's EM.
+``tenant/task/length_bucket`` key. A negative verdict (a label without gold
+answers saying the final answer is wrong) leaves the checkpoints unknown: such
+a request counts with every trial answer wrong, so its loss is 0 under every
+threshold, an upper bound of its true signed loss (dropping it instead would
+drop exactly the requests that can only count in favour). Any other request
+whose checkpoints are not all labeled is dropped.
 
 Canary: canary and production requests of the same segment and minute are
 paired by arrival order (``ts``, then ``request_id``), never by outcome, so
@@ -43,6 +47,22 @@ WHERE t.policy_name = {policy:String}
 ORDER BY t.request_id, t.idx
 """
 
+# The same rows in request order, for the anytime certificates: a half-open
+# interval of request time, so consecutive cycles read each request once.
+_NEW_EXPLORATION_SQL = """
+SELECT t.tenant, t.task, t.length_bucket, t.request_id, t.idx, t.tokens, t.confidence,
+       t.em, o.em, o.tokens_generated
+FROM trajectory_points AS t FINAL
+INNER JOIN (
+    SELECT request_id, em, tokens_generated, ts
+    FROM outcomes FINAL
+    WHERE policy_name = {policy:String} AND exploration AND labeled AND em IS NOT NULL
+      AND ts > {after:DateTime64(3, 'UTC')} AND ts <= {until:DateTime64(3, 'UTC')}
+) AS o ON o.request_id = t.request_id
+WHERE t.policy_name = {policy:String}
+ORDER BY o.ts, t.request_id, t.idx
+"""
+
 _CANARY_SQL = """
 SELECT tenant, task, length_bucket, toStartOfMinute(ts) AS minute, arm, ts, request_id,
        labeled, em, tokens_generated / tokens_budget, negative_feedback > 0
@@ -68,12 +88,14 @@ def batches_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, ExplorationBat
     head: tuple[str, bool, int] = ("", False, 0)
 
     def flush() -> None:
-        if current is None or not tokens or any(c is None for c in correct):
+        if current is None or not tokens:
             return
         key, full_em, full_tokens = head
+        if any(c is None for c in correct) and full_em:
+            return
         # A stored trajectory may not reach the end; the end is never an early stop.
         full = max(full_tokens, tokens[-1])
-        flags = [bool(c) for c in correct]
+        flags = [bool(c) for c in correct]  # unknown (None) after a negative verdict: wrong
         per_key.setdefault(key, []).append((tokens, conf, flags, full_em, full))
 
     for tenant, task, bucket, request_id, _idx, tok, confidence, em, full_em, full_tokens in rows:
@@ -129,6 +151,15 @@ def read_exploration(client: Any, policy_name: str, since: datetime) -> dict[str
     """Labeled exploration samples of ``policy_name`` since ``since``, by segment key."""
     result = client.query(_EXPLORATION_SQL, parameters={"policy": policy_name, "since": since})
     return batches_from_rows(newest_model_only(result.result_rows))
+
+
+def read_new_exploration(
+    client: Any, policy_name: str, after: datetime, until: datetime
+) -> dict[str, ExplorationBatch]:
+    """Labeled exploration samples of requests made in ``(after, until]``, in request order."""
+    params = {"policy": policy_name, "after": after, "until": until}
+    result = client.query(_NEW_EXPLORATION_SQL, parameters=params)
+    return batches_from_rows(result.result_rows)
 
 
 @dataclass(frozen=True, slots=True)

@@ -82,7 +82,8 @@ def write_spec(settings: Settings, config: DemoConfig, folder: Path) -> Path:
     Changes from ``policies/earlystop.yaml``: the run's own policy name, a
     20% exploration share (the nodes' cap) so each cycle has samples, a
     larger step per cycle, auto-approval bounds wide enough that proposals
-    go live without a reviewer, and the canary share of ``config``.
+    go live without a reviewer (pooled certificates included), and the canary
+    share of ``config``.
     """
     source = controller_settings(settings).spec_path
     data: dict[str, Any] = yaml.safe_load(source.read_text())
@@ -90,7 +91,15 @@ def write_spec(settings: Settings, config: DemoConfig, folder: Path) -> Path:
     data["exploration_share"] = 0.2
     data["min_samples"] = 300
     data["max_step"] = 0.1
-    data["auto_approve"] = {"max_step": 0.1, "max_em_drop_bound": 0.05, "min_samples": 300}
+    # pooled: a demo shortcut. A few minutes give a segment a few hundred samples of its
+    # own, so most thresholds are certified on a task's pooled samples; in production a
+    # reviewer decides those (the pooled promise is not the segment's own).
+    data["auto_approve"] = {
+        "max_step": 0.1,
+        "max_em_drop_bound": 0.05,
+        "min_samples": 300,
+        "pooled": True,
+    }
     data["canary"] = {
         "share": config.canary_share,
         "min_samples": 150,

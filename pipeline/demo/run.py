@@ -108,6 +108,8 @@ def child_env(
         "PIPELINE_CONTROLLER__PERIOD_S": f"{config.period:g}",
         "PIPELINE_CONTROLLER__WINDOW_S": f"{config.window:g}",
         "PIPELINE_CONTROLLER__MONITOR_INTERVAL_S": "5",
+        # Labels arrive within seconds in the simulator; production waits longer.
+        "PIPELINE_CONTROLLER__LABEL_WAIT_S": "15",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
     })  # fmt: skip
     return env

@@ -278,11 +278,16 @@ class HarmDetector:
         an alarm the caller restarts what the detector watched.
         """
         losses = np.asarray(d, dtype=np.float64).reshape(-1)
+        if losses.size == 0:
+            return self, None
         steps = np.log1p(self.bet * (losses - self.epsilon))
-        level = math.log(self.threshold)
-        log_w = self.log_wealth
-        for i, step in enumerate(steps.tolist()):
-            log_w = max(log_w, 0.0) + step
-            if log_w >= level:
-                return replace(self, log_wealth=0.0, n=self.n + i + 1), self.n + i + 1
-        return replace(self, log_wealth=log_w, n=self.n + losses.size), None
+        # S_t = max(S_{t-1}, 0) + x_t is, with C_0 = S_0 and C_t = C_0 + x_1 + ... + x_t,
+        # S_t = C_t - min(0, C_0, ..., C_{t-1}): one pass of prefix sums and minima.
+        c = self.log_wealth + np.cumsum(steps)
+        before = np.concatenate(([self.log_wealth], c[:-1]))
+        wealth = c - np.minimum(np.minimum.accumulate(before), 0.0)
+        over = np.flatnonzero(wealth >= math.log(self.threshold))
+        if over.size:
+            at = int(over[0]) + 1
+            return replace(self, log_wealth=0.0, n=self.n + at), self.n + at
+        return replace(self, log_wealth=float(wealth[-1]), n=self.n + losses.size), None

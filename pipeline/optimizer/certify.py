@@ -223,28 +223,23 @@ def _fresh(spec: PolicySpec, key: str, epoch: int, epsilons: list[float]) -> Pop
     )
 
 
-def _first_alarm(pop: Population, losses: np.ndarray[Any, Any]) -> tuple[int | None, str]:
-    """Sample index (0-based) of the earliest alarm among the detectors, and why."""
-    earliest: tuple[int | None, str] = (None, "")
+def _watch(
+    pop: Population, losses: np.ndarray[Any, Any]
+) -> tuple[int | None, str, dict[float, HarmDetector]]:
+    """Run every detector on the losses of its certified rule: earliest alarm, why, detectors."""
+    at: int | None = None
+    why = ""
+    detectors = dict(pop.detectors)
     for eps, detector in pop.detectors.items():
         prefix = pop.deployable(eps)
         if not prefix:
             continue
         watched = prefix[-1]  # the most aggressive certified rule
-        _, alarm = detector.update(losses[:, watched])
-        if alarm is not None and (earliest[0] is None or alarm - 1 < earliest[0]):
-            theta = pop.curve.grid[watched]
-            earliest = (alarm - 1, f"losses at threshold {theta} rose above epsilon {eps}")
-    return earliest
-
-
-def _feed(pop: Population, losses: np.ndarray[Any, Any], curve: Curve) -> Population:
-    states = {e: s.update(losses) for e, s in pop.states.items()}
-    detectors = {}
-    for eps, detector in pop.detectors.items():
-        prefix = pop.deployable(eps)
-        detectors[eps] = detector.update(losses[:, prefix[-1]])[0] if prefix else detector
-    return replace(pop, curve=pop.curve + curve, states=states, detectors=detectors)
+        detectors[eps], alarm = detector.update(losses[:, watched])
+        if alarm is not None and (at is None or alarm - 1 < at):
+            at = alarm - 1
+            why = f"losses at threshold {pop.curve.grid[watched]} rose above epsilon {eps}"
+    return at, why, detectors
 
 
 def advance(
@@ -308,9 +303,12 @@ def advance(
             continue
         block = np.vstack([losses[m] for m in fed])
         curve = sum((curves[m] for m in fed), Curve.empty(grid))
-        at, why = _first_alarm(pop, block)
+        at, why, detectors = _watch(pop, block)
         if at is None:
-            populations[key] = _feed(pop, block, curve)
+            states = {e: st.update(block) for e, st in pop.states.items()}
+            populations[key] = replace(
+                pop, curve=pop.curve + curve, states=states, detectors=detectors
+            )
             continue
         # The new epoch starts with the next cycle's samples: this cycle's mix both regimes.
         events.append(f"{key}: epoch {pop.epoch} ends after {at + 1} new samples: {why}")

@@ -242,6 +242,11 @@ class Curve:
         """Empirical loss (EM-drop bound) per threshold; zeros when empty."""
         return self.losses / max(self.n, 1)
 
+    def signed_drop(self) -> FloatArray:
+        """Empirical mean signed loss (EM_full - EM_early) per threshold; zeros when empty."""
+        drop: FloatArray = (self.losses - self.gains) / max(self.n, 1)
+        return drop
+
     def token_saving(self) -> FloatArray:
         """Share of the full generations' tokens saved, per threshold."""
         return 1.0 - self.tokens_used / max(self.full_tokens, 1)

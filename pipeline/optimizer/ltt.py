@@ -134,7 +134,7 @@ def learn_then_test(
     return LttResult(index=index, tested=tuple(tested), p_values=tuple(shown), delta=delta)
 
 
-def empirical_oracle(curve: Curve, epsilon: float) -> int | None:
+def empirical_oracle(curve: Curve, epsilon: float, *, signed: bool = False) -> int | None:
     """Grid index the same walk reaches on the point estimates: loss <= ε, no test.
 
     Walks from the safest threshold down while the empirical loss stays within
@@ -144,7 +144,7 @@ def empirical_oracle(curve: Curve, epsilon: float) -> int | None:
     """
     if curve.n == 0:
         return None
-    drop = curve.em_drop()
+    drop = curve.signed_drop() if signed else curve.em_drop()
     index: int | None = None
     for j in range(len(curve.grid) - 1, -1, -1):
         if drop[j] > epsilon:

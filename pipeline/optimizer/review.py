@@ -45,8 +45,11 @@ def review_reasons(proposal: Proposal, spec: PolicySpec) -> tuple[str, ...]:
             reasons.append(
                 f"{where}: EM-drop bound {d.em_drop_bound:.4f} exceeds {bounds.max_em_drop_bound}"
             )
-        if d.population_samples < bounds.min_samples:
-            reasons.append(f"{where}: {d.population_samples} samples, {bounds.min_samples} needed")
+        if d.guarantee == "pooled" and not bounds.pooled:
+            reasons.append(f"{where}: certified on the pooled samples of {d.population} only")
+        own = d.population_samples if d.guarantee == "pooled" and bounds.pooled else d.samples
+        if own < bounds.min_samples:
+            reasons.append(f"{where}: {own} samples, {bounds.min_samples} needed")
     return tuple(reasons)
 
 

@@ -139,6 +139,24 @@ def _deltas(spec: PolicySpec, tests: Mapping[LoadMode, int]) -> dict[LoadMode, f
     return {mode: delta / max(tests[mode], 1) for mode in MODES}
 
 
+def _bound(
+    spec: PolicySpec,
+    certified: bool,
+    epsilon: float,
+    drop: float,
+    losses: int,
+    n: int,
+    delta: float,
+) -> float:
+    # anytime: what is certified at every cycle is epsilon itself; ltt: the one-look
+    # Clopper-Pearson bound of the loss; an uncertified signed loss: a Hoeffding bound.
+    if spec.risk.method == "anytime" and certified:
+        return epsilon
+    if spec.risk.loss == "one_sided":
+        return clopper_pearson_upper(losses, n, delta)
+    return hoeffding_upper(drop, n, delta, width=2.0)
+
+
 def _decide(
     key: str,
     mode: LoadMode,
@@ -159,14 +177,10 @@ def _decide(
         guarantee = "segment" if population == key else "pooled"
     epsilon = spec.epsilon(key, mode)
     delta = result.delta if result is not None else spec.risk.delta
-    oracle = empirical_oracle(curve, epsilon) if population is not None else None
-    losses = int(curve.losses[final])
     signed = spec.risk.loss == "signed"
-    drop = float(
-        (curve.em_drop() - curve.gains / max(curve.n, 1))[final]
-        if signed
-        else curve.em_drop()[final]
-    )
+    oracle = empirical_oracle(curve, epsilon, signed=signed) if population is not None else None
+    losses = int(curve.losses[final])
+    drop = float((curve.signed_drop() if signed else curve.em_drop())[final])
     own = curves.get(key)
     return SegmentDecision(
         key=key,
@@ -187,11 +201,7 @@ def _decide(
         token_saving=float(curve.token_saving()[final]),
         budget_saving=float(curve.budget_saving()[final]),
         em_drop=drop,
-        em_drop_bound=(
-            hoeffding_upper(drop, curve.n, delta, width=2.0)
-            if signed
-            else clopper_pearson_upper(losses, curve.n, delta)
-        ),
+        em_drop_bound=_bound(spec, certified, epsilon, drop, losses, curve.n, delta),
         full_em=curve.full_correct / max(curve.n, 1),
         p_values=tuple(zip(result.tested, result.p_values, strict=True)) if result else (),
         oracle_threshold=None if oracle is None else grid[oracle],

@@ -191,7 +191,11 @@ class AutoApproveSpec(_Spec):
     max_em_drop_bound: Fraction
     """Largest EM-drop upper bound at a threshold that moved toward more early stopping."""
     min_samples: Annotated[int, Field(ge=0)]
-    """Fewest samples behind a threshold that moved toward more early stopping."""
+    """Fewest samples of the segment's own behind a move toward more early stopping."""
+    pooled: bool = False
+    """Whether a move certified on a parent's pooled samples may go live unreviewed.
+    Off by default: the pooled promise is about the pooled population, and a small
+    segment inside it can be well over its own epsilon."""
 
 
 class CanarySpec(_Spec):

@@ -133,3 +133,31 @@ def test_request_losses_agree_with_the_curve_counts_and_one_is_off() -> None:
     assert (d == -1).sum(axis=0).tolist() == counted.gains.tolist()
     assert not d[:, 3].any() and counted.tokens_used[3] == batch.full_tokens.sum()
     assert request_losses(batch, grid, 16, one_sided=True).min() == 0
+
+
+def test_ltt_cannot_promise_the_signed_loss() -> None:
+    from pipeline.optimizer import SpecError
+    from tests.unit._optimizer_data import spec_with
+
+    with pytest.raises(SpecError, match="one-sided"):
+        spec_with(risk={"method": "ltt", "loss": "signed"})
+
+
+def test_a_pooled_certificate_needs_a_reviewer_unless_the_spec_allows_it() -> None:
+    from pipeline.optimizer import optimize, review_reasons
+    from tests.unit._optimizer_data import SegmentModel, spec_with
+
+    rng = np.random.default_rng(5)
+    samples = {
+        "acme/qa/short": SegmentModel().sample(3000, rng),
+        "globex/qa/short": SegmentModel().sample(50, rng),  # too few: tested on the qa pool
+    }
+    risk = {"method": "anytime", "loss": "signed", "split": "none"}
+    bounds = {"max_step": 1.0, "max_em_drop_bound": 0.05, "min_samples": 0}
+    strict = spec_with(max_step=1.0, risk=risk, auto_approve=bounds)
+    proposal = optimize(strict, samples)
+    small = proposal.decision("globex/qa/short", "normal")
+    assert small.guarantee == "pooled" and small.threshold < 1.0
+    assert any("pooled samples of qa" in r for r in review_reasons(proposal, strict))
+    lenient = spec_with(max_step=1.0, risk=risk, auto_approve={**bounds, "pooled": True})
+    assert not any("pooled" in r for r in review_reasons(optimize(lenient, samples), lenient))
