@@ -118,7 +118,8 @@ def _drift(result: DemoResult, budget: int) -> Figure:
     name = "drift corrected (cycles after the drift)"
     truth = {
         when: ground_truth(scen, cfg.seed, cfg.epsilon, samples=cfg.truth_samples,
-                           at_index=at, segments=[key], budget=budget)[key].threshold
+                           at_index=at, segments=[key], budget=budget,
+                           signed=True)[key].threshold
         for when, at in (("before", 0), ("after", None))
     }  # fmt: skip
     oracle = " -> ".join("none" if t is None else f"{t:.2f}" for t in truth.values())

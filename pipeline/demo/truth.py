@@ -2,16 +2,24 @@
 
 Both come from the simulator's ground truth (:mod:`pipeline.sim.oracle`) at
 the same tolerance, on the same traffic mix (segment weights) and budget.
-The static baseline is one threshold for every request: the most aggressive
-one, walking down from the safest, whose EM drop on the whole traffic mix
-stays within epsilon (the best a single, perfectly tuned threshold can do).
+EM drops are signed (full-generation EM minus served EM), the definition the
+optimizer certifies and the demo measures. The static baseline is one
+threshold for every request: the most aggressive one, walking down from the
+safest, whose EM drop on the whole traffic mix stays within epsilon (the best
+a single, perfectly tuned threshold can do).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.sim.oracle import DEFAULT_MIN_TOKENS, em_curve, oracle_threshold, sample_segment
+from pipeline.sim.oracle import (
+    DEFAULT_MIN_TOKENS,
+    CurvePoint,
+    em_curve,
+    oracle_threshold,
+    sample_segment,
+)
 from pipeline.sim.scenario import Scenario
 
 
@@ -34,11 +42,14 @@ def yardsticks(
     samples: int,
     at_index: int | None,
     min_tokens: int = DEFAULT_MIN_TOKENS,
+    signed: bool = True,
 ) -> tuple[Yardstick, Yardstick]:
     """The per-segment oracle and the static single-threshold baseline.
 
     ``at_index`` picks the traffic's state (0: before the drift, None: after).
-    Savings are weighted by each segment's share of traffic and its tokens.
+    Savings are weighted by each segment's share of traffic and its tokens. The EM
+    drop is ``signed`` (full-generation EM minus served EM, the optimizer's promise
+    under the shipped spec) unless told otherwise.
     """
     total_w = sum(spec.weight for spec in scen.segments)
     curves = {}
@@ -53,15 +64,15 @@ def yardsticks(
 
     saved = drop = 0.0
     for key, curve in curves.items():
-        best = oracle_threshold(curve, epsilon)
+        best = oracle_threshold(curve, epsilon, signed=signed)
         if best is not None:
             saved += tok_w[key] * best.token_saving
-            drop += weight[key] * best.em_drop
+            drop += weight[key] * _drop(best, signed)
     oracle = Yardstick("oracle per segment", saved / tok_total, drop, f"epsilon {epsilon:g}")
 
     chosen: tuple[float, float, float] | None = None  # threshold, saving, drop
     for j in reversed(range(len(_GRID))):
-        pooled_drop = sum(weight[k] * curves[k][j].em_drop for k in curves)
+        pooled_drop = sum(weight[k] * _drop(curves[k][j], signed) for k in curves)
         if pooled_drop > epsilon:
             break
         pooled_saving = sum(tok_w[k] * curves[k][j].token_saving for k in curves) / tok_total
@@ -75,3 +86,7 @@ def yardsticks(
 
 
 _GRID: tuple[float, ...] = tuple(round(0.5 + 0.01 * i, 2) for i in range(51))
+
+
+def _drop(point: CurvePoint, signed: bool) -> float:
+    return point.em_drop - point.em_gain if signed else point.em_drop

@@ -266,8 +266,11 @@ class HarmDetector:
     """
 
     epsilon: float
-    threshold: float = 1000.0
-    bet: float = 0.25
+    threshold: float = 10_000.0
+    """Mean run length to a false alarm >= 10,000 samples, even at E[d] = epsilon: a
+    population fed 30 samples/s restarts at most about every 5 minutes by chance."""
+    bet: float = 0.5
+    """About 23 losses more than epsilon allows raise the alarm: quick after a real change."""
     log_wealth: float = 0.0
     n: int = 0
 

@@ -140,11 +140,17 @@ def em_curve(
     )
 
 
-def oracle_threshold(curve: Sequence[CurvePoint], epsilon: float) -> CurvePoint | None:
-    """The last grid point, walking down from the safest, whose EM drop is within ``epsilon``."""
+def oracle_threshold(
+    curve: Sequence[CurvePoint], epsilon: float, *, signed: bool = False
+) -> CurvePoint | None:
+    """The last grid point, walking down from the safest, whose EM drop is within ``epsilon``.
+
+    ``signed`` judges the EM drop the operator measures (``em_drop - em_gain``: an
+    early answer that fixes a wrong full one counts in favour), else the one-sided loss.
+    """
     chosen = None
     for point in sorted(curve, key=lambda p: p.threshold, reverse=True):
-        if point.em_drop > epsilon:
+        if (point.em_drop - point.em_gain if signed else point.em_drop) > epsilon:
             break
         chosen = point
     return chosen
@@ -162,6 +168,7 @@ def ground_truth(
     segments: Iterable[str] | None = None,
     budget: int | None = None,
     on_segment: Callable[[str], None] | None = None,
+    signed: bool = False,
 ) -> dict[str, OracleRow]:
     """The oracle of every segment (or of ``segments``) of a scenario.
 
@@ -178,6 +185,7 @@ def ground_truth(
         budget: Token budget of the fleet; each segment's spec budget when None.
             Pass the deployed policy's budget to compare with a fleet running it.
         on_segment: Called with each segment key before it is computed (progress).
+        signed: Judge the signed EM drop (full minus early EM) instead of the one-sided loss.
 
     Raises:
         KeyError: if a key in ``segments`` is not in the scenario.
@@ -194,7 +202,7 @@ def ground_truth(
             on_segment(key)
         latents = sample_segment(scen, key, seed, samples, at_index=at_index, budget=budget)
         curve = em_curve(latents, grid, min_tokens)
-        best = oracle_threshold(curve, epsilon)
+        best = oracle_threshold(curve, epsilon, signed=signed)
         rows[key] = OracleRow(
             segment_key=key,
             threshold=best.threshold if best else None,
