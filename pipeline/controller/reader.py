@@ -33,6 +33,10 @@ import numpy as np
 
 from pipeline.optimizer.curve import ExplorationBatch
 
+Item = tuple[list[int], list[float], list[bool], bool, int, float | None]
+"""One request: tokens, confidences and trial-answer EM per checkpoint, full EM,
+full tokens, request time (or None)."""
+
 _EXPLORATION_SQL = """
 SELECT t.tenant, t.task, t.length_bucket, t.request_id, t.idx, t.tokens, t.confidence,
        t.em, o.em, o.tokens_generated, o.model, o.ts
@@ -51,7 +55,7 @@ ORDER BY t.request_id, t.idx
 # interval of request time, so consecutive cycles read each request once.
 _NEW_EXPLORATION_SQL = """
 SELECT t.tenant, t.task, t.length_bucket, t.request_id, t.idx, t.tokens, t.confidence,
-       t.em, o.em, o.tokens_generated
+       t.em, o.em, o.tokens_generated, o.ts
 FROM trajectory_points AS t FINAL
 INNER JOIN (
     SELECT request_id, em, tokens_generated, ts
@@ -78,31 +82,34 @@ def batches_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, ExplorationBat
     """Pack exploration rows, sorted by request and checkpoint, into one ExplorationBatch per key.
 
     A row is ``(tenant, task, bucket, request_id, idx, tokens, confidence, em,
-    full_em, full_tokens)``.
+    full_em, full_tokens)``, optionally followed by the request time (a datetime),
+    which becomes the batch's ``arrival``.
     """
-    per_key: dict[str, list[tuple[list[int], list[float], list[bool], bool, int]]] = {}
+    per_key: dict[str, list[Item]] = {}
     current: str | None = None
     tokens: list[int] = []
     conf: list[float] = []
     correct: list[bool | None] = []
-    head: tuple[str, bool, int] = ("", False, 0)
+    head: tuple[str, bool, int, float | None] = ("", False, 0, None)
 
     def flush() -> None:
         if current is None or not tokens:
             return
-        key, full_em, full_tokens = head
+        key, full_em, full_tokens, arrival = head
         if any(c is None for c in correct) and full_em:
             return
         # A stored trajectory may not reach the end; the end is never an early stop.
         full = max(full_tokens, tokens[-1])
         flags = [bool(c) for c in correct]  # unknown (None) after a negative verdict: wrong
-        per_key.setdefault(key, []).append((tokens, conf, flags, full_em, full))
+        per_key.setdefault(key, []).append((tokens, conf, flags, full_em, full, arrival))
 
-    for tenant, task, bucket, request_id, _idx, tok, confidence, em, full_em, full_tokens in rows:
+    for row in rows:
+        tenant, task, bucket, request_id, _idx, tok, confidence, em, full_em, full_tokens = row[:10]
         if request_id != current:
             flush()
             current, tokens, conf, correct = request_id, [], [], []
-            head = (f"{tenant}/{task}/{bucket}", bool(full_em), int(full_tokens))
+            arrival = row[10].timestamp() if len(row) > 10 else None
+            head = (f"{tenant}/{task}/{bucket}", bool(full_em), int(full_tokens), arrival)
         tokens.append(int(tok))
         conf.append(min(max(float(confidence), 0.0), 1.0))  # Float32 storage may overshoot 1.0
         correct.append(None if em is None else bool(em))
@@ -127,14 +134,14 @@ def newest_model_only(rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
     return [row[:10] for row in rows if newest[row[0], row[1], row[2]][0] == row[10]]
 
 
-def _pack(items: list[tuple[list[int], list[float], list[bool], bool, int]]) -> ExplorationBatch:
+def _pack(items: list[Item]) -> ExplorationBatch:
     k = max(len(t[0]) for t in items)
     n = len(items)
     tokens = np.zeros((n, k), dtype=np.int64)
     confidence = np.zeros((n, k), dtype=np.float64)
     correct = np.zeros((n, k), dtype=np.bool_)
     length = np.zeros(n, dtype=np.int64)
-    for i, (tok, conf, flags, _, _) in enumerate(items):
+    for i, (tok, conf, flags, _, _, _) in enumerate(items):
         m = len(tok)
         tokens[i, :m], confidence[i, :m], correct[i, :m], length[i] = tok, conf, flags, m
     return ExplorationBatch(
@@ -144,6 +151,11 @@ def _pack(items: list[tuple[list[int], list[float], list[bool], bool, int]]) -> 
         length=length,
         full_tokens=np.array([t[4] for t in items], dtype=np.int64),
         full_correct=np.array([t[3] for t in items], dtype=np.bool_),
+        arrival=(
+            np.array([t[5] for t in items], dtype=np.float64)
+            if all(t[5] is not None for t in items)
+            else None
+        ),
     )
 
 

@@ -92,6 +92,9 @@ class ExplorationBatch:
     length: IntArray
     full_tokens: IntArray
     full_correct: BoolArray
+    arrival: FloatArray | None = None
+    """Request time of each row (seconds, any origin), when known: pooled populations
+    interleave their segments' rows in this order (see ``pipeline.optimizer.certify``)."""
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -112,6 +115,8 @@ class ExplorationBatch:
         n, k = self.tokens.shape if self.tokens.ndim == 2 else (-1, -1)
         if n < 0 or self.confidence.shape != (n, k) or self.correct.shape != (n, k):
             return "tokens, confidence and correct must be 2-D arrays of one shape"
+        if self.arrival is not None and self.arrival.shape != (n,):
+            return "arrival needs one entry per row"
         if any(a.shape != (n,) for a in (self.length, self.full_tokens, self.full_correct)):
             return "length, full_tokens and full_correct need one entry per row"
         if n and (self.length.min() < 0 or self.length.max() > k):

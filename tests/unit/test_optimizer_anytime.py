@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -161,3 +162,32 @@ def test_a_pooled_certificate_needs_a_reviewer_unless_the_spec_allows_it() -> No
     assert any("pooled samples of qa" in r for r in review_reasons(proposal, strict))
     lenient = spec_with(max_step=1.0, risk=risk, auto_approve={**bounds, "pooled": True})
     assert not any("pooled" in r for r in review_reasons(optimize(lenient, samples), lenient))
+
+
+def test_a_pool_interleaves_its_segments_so_an_easy_one_cannot_certify_a_hard_mixture() -> None:
+    from pipeline.optimizer.certify import CertificateBook, advance
+    from tests.unit._optimizer_data import SegmentModel, spec_with
+
+    spec = spec_with(
+        max_step=1.0,
+        min_samples=10**6,
+        risk={"method": "anytime", "loss": "signed", "split": "none"},
+    )
+    rng = np.random.default_rng(8)
+    easy = SegmentModel(mu=-2.0).sample(4000, rng)  # rarely stops early: loss near 0
+    hard = SegmentModel(mu=1.5, tau=0.8).sample(4000, rng)  # over-confident: heavy losses
+    # "a/qa/short" sorts first: fed block after block, it would certify qa on its own.
+    book, _ = advance(CertificateBook.empty(spec), spec, {"a/qa/short": easy, "z/qa/short": hard})
+    pool = book.populations["qa"]
+    eps = spec.epsilon("qa", "normal")
+    for j in pool.deployable(eps):
+        assert pool.curve.signed_drop()[j] <= eps + 0.01
+    # With request times the pool follows them, whatever they say: arrivals that put
+    # every easy row first reproduce the block-by-block failure the interleaving prevents.
+    timed = {
+        "a/qa/short": dataclasses.replace(easy, arrival=np.arange(4000.0)),
+        "z/qa/short": dataclasses.replace(hard, arrival=np.arange(4000.0) + 4000),
+    }
+    book, _ = advance(CertificateBook.empty(spec), spec, timed)
+    blocked = book.populations["qa"]
+    assert any(blocked.curve.signed_drop()[j] > eps + 0.01 for j in blocked.deployable(eps))
