@@ -30,6 +30,9 @@ class CycleTally:
 
     ratios: dict[str, list[list[float]]] = field(default_factory=dict)
     pair_violations: dict[str, int] = field(default_factory=dict)
+    population_violations: dict[str, int] = field(default_factory=dict)
+    populations_used: dict[str, int] = field(default_factory=dict)
+    """(population, seed) pairs that some segment was served from."""
     seed_violations: dict[str, int] = field(default_factory=dict)
     seeds: int = 0
     segments: int = 0
@@ -56,10 +59,13 @@ def repeated_cycles(
     tally = CycleTally(seeds=seeds, segments=len(keys))
     for mode in MODES:
         tally.ratios[mode], tally.pair_violations[mode], tally.seed_violations[mode] = [], 0, 0
+        tally.population_violations[mode], tally.populations_used[mode] = 0, 0
     start = time.monotonic()
     for seed in range(seeds):
         book = CertificateBook.empty(spec)
         bad: dict[str, set[str]] = {mode: set() for mode in MODES}
+        bad_pops: dict[str, set[str]] = {mode: set() for mode in MODES}
+        used: dict[str, set[str]] = {mode: set() for mode in MODES}
         ratios: dict[str, list[float]] = {mode: [] for mode in MODES}
         for cycle in range(cycles):
             fresh = {k: _batch(env.scen, k, 10_000 * (seed + 1) + cycle, per_segment) for k in keys}
@@ -72,12 +78,16 @@ def repeated_cycles(
                 ratios[mode].append(truth.saved(chosen, grid) / best if best > 0 else 1.0)
                 for d in proposal.decisions:
                     if d.mode == mode and d.key in truth.curves and d.population is not None:
+                        used[mode].add(d.population)
                         j = grid.index(d.threshold)
                         if truth.drop(d.population, j, equal=True) > d.epsilon:
                             bad[mode].add(d.key)
+                            bad_pops[mode].add(d.population)
         for mode in MODES:
             tally.ratios[mode].append(ratios[mode])
             tally.pair_violations[mode] += len(bad[mode])
+            tally.population_violations[mode] += len(bad_pops[mode])
+            tally.populations_used[mode] += len(used[mode])
             tally.seed_violations[mode] += bool(bad[mode])
         took = time.monotonic() - start
         print(f"  {cycles} cycles x {per_segment} per segment: seed {seed + 1} of {seeds}, "
