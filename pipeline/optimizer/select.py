@@ -209,16 +209,26 @@ def _decide(
     )
 
 
-def _anytime_population(key: str, book: CertificateBook, min_samples: int) -> str | None:
-    # Most specific population with enough samples in its epoch; a key whose own
-    # population restarted (drift) does not borrow a parent's certificate, which
-    # holds its old behaviour: it stays safe until it certifies again.
-    for candidate in segment_ancestors(key):
+def _anytime_population(
+    key: str, book: CertificateBook, min_samples: int, epsilon: float
+) -> str | None:
+    # The most specific population that stands on its own: enough samples in its
+    # epoch and a certified threshold at the key's epsilon (else the parent, whose
+    # own certificate holds for the pool). Each certificate keeps its own promise.
+    # A key whose own population restarted (drift) does not borrow a parent's
+    # certificate, which holds its old behaviour: it stays safe until it certifies.
+    ancestors = segment_ancestors(key)
+    for candidate in ancestors:
+        pop = book.populations.get(candidate)
+        if candidate == key and pop is not None and pop.epoch > 1:
+            return candidate if pop.curve.n >= min_samples else None
+        if pop is not None and pop.curve.n >= min_samples:
+            if pop.deployable(epsilon) or candidate == ancestors[-1]:
+                return candidate
+    for candidate in ancestors:  # nothing certified anywhere: the most specific with data
         pop = book.populations.get(candidate)
         if pop is not None and pop.curve.n >= min_samples:
             return candidate
-        if candidate == key and pop is not None and pop.epoch > 1:
-            return None
     return None
 
 
@@ -322,7 +332,10 @@ def _optimize_anytime(spec: PolicySpec, book: CertificateBook, current: PolicyBo
     curves = {key: pop.curve for key, pop in book.populations.items()}
     leaves = [k for k in book.populations if k.count("/") == 2]
     keys = _policy_keys(spec, leaves, current)
-    population = {key: _anytime_population(key, book, spec.min_samples) for key in keys}
+    population = {
+        key: _anytime_population(key, book, spec.min_samples, spec.epsilon(key, "normal"))
+        for key in keys
+    }
     used: dict[LoadMode, set[tuple[str, float]]] = {mode: set() for mode in MODES}
     decisions: list[SegmentDecision] = []
     segments: dict[str, SegmentPolicy] = {}
