@@ -63,15 +63,17 @@ def repeated_cycles(
     start = time.monotonic()
     for seed in range(seeds):
         book = CertificateBook.empty(spec)
+        body = None
         bad: dict[str, set[str]] = {mode: set() for mode in MODES}
         bad_pops: dict[str, set[str]] = {mode: set() for mode in MODES}
         used: dict[str, set[str]] = {mode: set() for mode in MODES}
         ratios: dict[str, list[float]] = {mode: [] for mode in MODES}
         for cycle in range(cycles):
             fresh = {k: _batch(env.scen, k, 10_000 * (seed + 1) + cycle, per_segment) for k in keys}
-            book, events = advance(book, spec, fresh)
+            book, events = advance(book, spec, fresh, current=body)
             tally.restarts += sum("ends after" in e for e in events)
-            proposal = optimize(spec, {}, book=book)
+            proposal = optimize(spec, {}, current=body, book=book)
+            body = proposal.body
             for mode in MODES:
                 chosen = {k: proposal.decision(k, mode).threshold for k in keys}
                 best = truth.saved(env.oracle[mode], grid)

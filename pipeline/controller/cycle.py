@@ -127,7 +127,7 @@ def run_cycle(
         book = None
         if saved is not None:
             # Fed once, before anything can fail later: the certificates only grow.
-            book, events = advance(saved.book, spec, samples, list(current.segments))
+            book, events = advance(saved.book, spec, samples, list(current.segments), current)
             save_book(store, Saved(book, max(until, saved.watermark or until)))
             for event in events:
                 log.warning("certificates of %s: %s", spec.name, event)

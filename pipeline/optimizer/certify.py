@@ -44,7 +44,7 @@ from pipeline.optimizer.anytime import (
 from pipeline.optimizer.curve import Curve, ExplorationBatch, evaluate, request_losses
 from pipeline.optimizer.errors import OptimizerError
 from pipeline.optimizer.spec import Loss, PolicySpec
-from schemas import GLOBAL_SEGMENT, LoadMode, segment_ancestors
+from schemas import GLOBAL_SEGMENT, LoadMode, PolicyBody, segment_ancestors
 
 MODES: tuple[LoadMode, ...] = ("offpeak", "normal", "peak")
 FORMAT = 1
@@ -225,17 +225,25 @@ def _fresh(spec: PolicySpec, key: str, epoch: int, epsilons: list[float]) -> Pop
 
 
 def _watch(
-    pop: Population, losses: np.ndarray[Any, Any]
+    pop: Population, losses: np.ndarray[Any, Any], served: Mapping[float, int]
 ) -> tuple[int | None, str, dict[float, HarmDetector]]:
-    """Run every detector on the losses of its certified rule: earliest alarm, why, detectors."""
+    """Run every detector on the losses of its rule: earliest alarm, why, detectors.
+
+    A segment's detector watches the threshold it is served with now (``served``,
+    by epsilon), wherever it was certified, so a segment that drifts inside a pool
+    is caught on its own samples; otherwise the most aggressive certified one.
+    """
     at: int | None = None
     why = ""
     detectors = dict(pop.detectors)
     for eps, detector in pop.detectors.items():
         prefix = pop.deployable(eps)
-        if not prefix:
+        if eps in served:
+            watched = served[eps]
+        elif prefix:
+            watched = prefix[-1]
+        else:
             continue
-        watched = prefix[-1]  # the most aggressive certified rule
         detectors[eps], alarm = detector.update(losses[:, watched])
         if alarm is not None and (at is None or alarm - 1 < at):
             at = alarm - 1
@@ -248,6 +256,7 @@ def advance(
     spec: PolicySpec,
     samples: Mapping[str, ExplorationBatch],
     known: list[str] | None = None,
+    current: PolicyBody | None = None,
 ) -> tuple[CertificateBook, list[str]]:
     """Feed a cycle's new samples (by ``tenant/task/length`` key) to the certificates.
 
@@ -258,6 +267,8 @@ def advance(
             request order; never samples already fed.
         known: Policy keys that exist beside the sampled ones (the current
             policy's), so their tolerances get certificates too.
+        current: The policy in force: a segment's detectors watch the threshold
+            it is served with (None: the certified one).
 
     Returns:
         The next book and one line per event (a restart, a refused certificate).
@@ -304,7 +315,7 @@ def advance(
             continue
         block = _interleave(key, [losses[m] for m in fed], [samples[m] for m in fed], pop.curve.n)
         curve = sum((curves[m] for m in fed), Curve.empty(grid))
-        at, why, detectors = _watch(pop, block)
+        at, why, detectors = _watch(pop, block, _served(spec, key, current))
         if at is None:
             states = {e: st.update(block) for e, st in pop.states.items()}
             populations[key] = replace(
@@ -346,3 +357,21 @@ def _interleave(
         seed = zlib.crc32(key.encode()) ^ seen
         order = np.random.default_rng(seed).permutation(len(stacked))
     return stacked[order]
+
+
+def _served(spec: PolicySpec, key: str, current: PolicyBody | None) -> dict[float, int]:
+    """Grid index of the threshold ``key`` (a segment) is served with, by epsilon; {} if none."""
+    if current is None or key.count("/") != 2:
+        return {}
+    grid = spec.thresholds()
+    served: dict[float, int] = {}
+    for mode in MODES:
+        policy = next(
+            (current.segments[k] for k in segment_ancestors(key) if k in current.segments), None
+        )
+        if policy is None:
+            continue
+        theta = policy.thresholds.get(mode, policy.thresholds["normal"])
+        if theta < 1.0 and theta in grid:
+            served.setdefault(spec.epsilon(key, mode), grid.index(theta))
+    return served
