@@ -191,3 +191,39 @@ def test_a_pool_interleaves_its_segments_so_an_easy_one_cannot_certify_a_hard_mi
     book, _ = advance(CertificateBook.empty(spec), spec, timed)
     blocked = book.populations["qa"]
     assert any(blocked.curve.signed_drop()[j] > eps + 0.01 for j in blocked.deployable(eps))
+
+
+def test_a_segment_drifting_inside_a_pool_restarts_alone_and_goes_safe() -> None:
+    from pipeline.optimizer import optimize
+    from pipeline.optimizer.certify import CertificateBook, advance
+    from tests.unit._optimizer_data import SegmentModel, spec_with
+
+    spec = spec_with(
+        max_step=1.0,
+        min_samples=3000,
+        risk={"method": "anytime", "loss": "signed", "split": "none"},
+    )
+    rng = np.random.default_rng(11)
+    keys = ["acme/qa/short", "globex/qa/short", "acme/math/short"]
+    book, body = CertificateBook.empty(spec), None
+    for _ in range(3):  # stationary: 1,800 samples each, the qa segments use the qa pool
+        book, events = advance(book, spec, {k: SegmentModel().sample(600, rng) for k in keys},
+                               current=body)  # fmt: skip
+        body = optimize(spec, {}, current=body, book=book).body
+        assert not events
+    drifting = optimize(spec, {}, current=body, book=book).decision("acme/qa/short", "normal")
+    assert drifting.population == "qa" and drifting.threshold < 1.0
+    drifted = {
+        "acme/qa/short": SegmentModel(mu=2.0, tau=0.8).sample(150, rng),  # over-confident now
+        "globex/qa/short": SegmentModel().sample(150, rng),
+        "acme/math/short": SegmentModel().sample(150, rng),
+    }
+    book, events = advance(book, spec, drifted, current=body)
+    assert any(e.startswith("acme/qa/short: epoch 1 ends") for e in events), events
+    assert book.populations["acme/qa/short"].epoch == 2
+    # Populations without the drifted segment keep their evidence (pools that hold it,
+    # qa and global, may restart too: their mixture changed).
+    assert book.populations["acme/math/short"].epoch == 1
+    assert book.populations["math"].epoch == 1
+    after = optimize(spec, {}, current=body, book=book)
+    assert after.decision("acme/qa/short", "normal").threshold == 1.0
