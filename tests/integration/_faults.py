@@ -1,5 +1,8 @@
 """What the fault tests share: worker processes to kill, traffic, and counts after dedup.
 
+``bench/bench_soak.py`` imports ``Traffic``, ``WorkerProcess``, ``joiner_lag``,
+``outcome_counts``, ``sink_lag``, ``tenant_name`` and ``with_stream`` from here.
+
 The worker runs as a real ``pipeline worker`` process (``python -m pipeline.cli
 worker``), so SIGKILL kills it the way an OOM killer or a lost machine would:
 no flush, no commit, no goodbye to the consumer groups. Its ``/metrics`` tell
@@ -14,38 +17,41 @@ version)`` so that a duplicate row the merge would hide is still caught.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Message
 
 from pipeline.config import Settings, settings_env
 from pipeline.node import Emitter, EmitterSettings
-from pipeline.stack import manager
-from pipeline.stack.process import ProcessTable
 from pipeline.stream.config import StreamSettings
-from pipeline.stream.sink import sink_group
-from pipeline.warehouse.client import connect
-from schemas import EMLabel, InferenceEvent, Segment, UserFeedback
-from schemas.examples import inference_event
-from tests.conftest import free_port, stack_settings
-
-T = TypeVar("T")
-INPUTS = ("inference-events", "em-labels", "user-feedback")
+from tests.integration._stream import (
+    feedback,
+    joiner_lag,
+    joiner_lag_detail,
+    label_producer,
+    make_request,
+    sink_lag,
+)
+from tests.integration.support import (
+    eventually,
+    free_port,
+    http_get,
+    parse_metrics,
+    query,
+)
 
 # Short enough for tests to see batches come and go; the join window is long so
 # that a replay after a kill still finds every request open (a duplicate, not
@@ -62,64 +68,12 @@ FAULT_STREAM = StreamSettings(
 )
 
 
-def eventually(
-    probe: Callable[[], T | None],
-    timeout_s: float,
-    what: str,
-    diagnose: Callable[[], str] | None = None,
-    interval_s: float = 0.25,
-) -> T:
-    """Poll until ``probe`` returns something truthy; fail naming ``what`` otherwise."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            detail = f"\n{diagnose()}" if diagnose is not None else ""
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}{detail}")
-        time.sleep(interval_s)
-
-
 def with_stream(settings: Settings, stream: StreamSettings = FAULT_STREAM) -> Settings:
     """The settings with this stream section (it reaches the worker as PIPELINE_STREAM__*)."""
     return settings.model_copy(update={"stream": stream})
 
 
-def with_prefix(settings: Settings, prefix: str) -> Settings:
-    """The settings with another topic prefix."""
-    kafka = settings.kafka.model_copy(update={"topic_prefix": prefix})
-    return settings.model_copy(update={"kafka": kafka})
-
-
 # -- the worker as a process -----------------------------------------------------------
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text -> ``{"name{labels}": value}``, plus ``name`` summed over its series."""
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        series, _, number = line.rpartition(" ")
-        value = float(number)
-        values[series] = value
-        name = series.split("{", 1)[0]
-        if name != series:
-            values[name] = values.get(name, 0.0) + value
-    return values
-
-
-def http_get(port: int, path: str, timeout_s: float = 2.0) -> tuple[int, str]:
-    """GET a loopback path: status and body (0 when nothing answers)."""
-    url = f"http://127.0.0.1:{port}{path}"
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as reply:  # noqa: S310  # a loopback URL we built
-            return int(reply.status), reply.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
 
 
 @dataclass
@@ -169,8 +123,7 @@ class WorkerProcess:
         return f"--- {self.name} log ({self.log}) ---\n" + "\n".join(text.splitlines()[-lines:])
 
     def health(self) -> dict[str, Any] | None:
-        import json
-
+        """``/health`` as JSON (None while nothing answers)."""
         status, body = http_get(self.port, "/health")
         return json.loads(body) if status in {200, 503} and body else None
 
@@ -241,43 +194,6 @@ def workers(*procs: WorkerProcess) -> Iterator[tuple[WorkerProcess, ...]]:
 def tenant_name() -> str:
     """A tenant of this test only, so rollups can be read per test."""
     return f"f{uuid.uuid4().hex[:12]}"
-
-
-def make_request(rid: str, tenant: str) -> tuple[InferenceEvent, EMLabel]:
-    """A finished exploration request and its label, stamped now."""
-    now = datetime.now(UTC)
-    event = inference_event().model_copy(
-        update={
-            "request_id": rid,
-            "event_id": f"e-{rid}",
-            "ts": now,
-            "segment": Segment(task="qa", length_bucket="short", tenant=tenant),
-        }
-    )
-    label = EMLabel(
-        label_id=f"l-{rid}", request_id=rid, labeler_id="ann", ts=now, gold_answers=("paris",)
-    )
-    return event, label
-
-
-def feedback(rid: str) -> UserFeedback:
-    return UserFeedback(
-        feedback_id=f"fb-{rid}", request_id=rid, ts=datetime.now(UTC), kind="thumbs", rating=-1
-    )
-
-
-def label_producer(settings: Settings, **extra: Any) -> Producer:
-    """What a labeler would use: idempotent, acks from all replicas, retries for minutes."""
-    return Producer(
-        {
-            **settings.kafka.client_config(),
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "delivery.timeout.ms": 180_000,
-            **extra,
-        }
-    )
 
 
 @dataclass
@@ -369,14 +285,6 @@ def assert_delivered(traffic: Traffic) -> None:
 # -- reading back ----------------------------------------------------------------------
 
 
-def query(settings: Settings, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    client = connect(settings)
-    try:
-        return list(client.query(sql, parameters=params).result_rows)
-    finally:
-        client.close()
-
-
 @dataclass(frozen=True)
 class Counts:
     """Outcomes of one tenant in ClickHouse, counted every way that matters."""
@@ -425,14 +333,18 @@ def outcome_counts(settings: Settings, tenant: str) -> Counts:
     )
 
 
+def assert_exactly_once(settings: Settings, tenant: str, n: int) -> None:
+    """Each of the ``n`` requests once: after dedup, before it, and in the rollup."""
+    counts = outcome_counts(settings, tenant)
+    assert counts.final == n and counts.unique == n and counts.labeled == n, counts
+    assert counts.max_per_version == 1, f"a (request_id, version) row was written twice: {counts}"
+    assert counts.rollup_requests == n, f"the rollup counts a request twice or not at all: {counts}"
+
+
 def missing_ids(settings: Settings, tenant: str, ids: list[str]) -> list[str]:
     """The request ids with no outcome row yet."""
-    found = {
-        str(row[0])
-        for row in query(
-            settings, "SELECT DISTINCT request_id FROM outcomes WHERE tenant = %(t)s", t=tenant
-        )
-    }
+    sql = "SELECT DISTINCT request_id FROM outcomes WHERE tenant = %(t)s"
+    found = {str(row[0]) for row in query(settings, sql, t=tenant)}
     return [rid for rid in ids if rid not in found]
 
 
@@ -463,109 +375,6 @@ def wait_for_outcomes(
     )
 
 
-def partition_lags(
-    settings: Settings, group: str, topics: tuple[str, ...]
-) -> dict[tuple[str, int], tuple[int, int]]:
-    """Per topic partition: the group's committed offset (-1 for none) and the end offset."""
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
-    found: dict[tuple[str, int], tuple[int, int]] = {}
-    try:
-        for name in topics:
-            topic = settings.topic(name)
-            partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-            tps = [TopicPartition(topic, p) for p in partitions]
-            for tp in consumer.committed(tps, timeout=30):
-                _, high = consumer.get_watermark_offsets(tp, timeout=30)
-                found[(name, tp.partition)] = (max(tp.offset, -1), high)
-    finally:
-        consumer.close()
-    return found
-
-
-def group_lag(settings: Settings, group: str, topics: tuple[str, ...]) -> int:
-    """End offsets minus the group's committed offsets, summed over the topics' partitions."""
-    lags = partition_lags(settings, group, topics)
-    return sum(high - max(committed, 0) for committed, high in lags.values())
-
-
-def joiner_lag(settings: Settings) -> int:
-    """Input records the joiner has not committed yet."""
-    return group_lag(settings, settings.topic(settings.stream.app_id), INPUTS)
-
-
-def joiner_lag_detail(settings: Settings) -> str:
-    """The joiner group's committed and end offsets per partition, for failure messages."""
-    lags = partition_lags(settings, settings.topic(settings.stream.app_id), INPUTS)
-    return "joiner committed/end: " + ", ".join(
-        f"{t}[{p}] {c}/{h}" for (t, p), (c, h) in sorted(lags.items())
-    )
-
-
-def sink_lag(settings: Settings) -> int:
-    """Outcome records the sink has not committed yet."""
-    return group_lag(settings, sink_group(settings, settings.stream), ("outcomes",))
-
-
-def read_topic(settings: Settings, name: str, timeout_s: float = 60.0) -> list[Message]:
-    """Every record of a topic up to its end offsets now."""
-    topic = settings.topic(name)
-    consumer = Consumer(
-        {
-            **settings.kafka.client_config(),
-            "group.id": f"check-{uuid.uuid4().hex}",
-            "fetch.message.max.bytes": 16 * 1024 * 1024,
-        }
-    )
-    got: list[Message] = []
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1] for p in partitions
-        }
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        todo = {p for p, end in ends.items() if end > 0}
-        deadline = time.monotonic() + timeout_s
-        while todo and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error() is not None:
-                continue
-            got.append(msg)
-            partition, offset = int(msg.partition() or 0), int(msg.offset() or 0)
-            if offset + 1 >= ends[partition]:
-                todo.discard(partition)
-        assert not todo, f"could not read {topic} to its end"
-    finally:
-        consumer.close()
-    return got
-
-
-# -- a stack of the test's own ---------------------------------------------------------
-
-
-@dataclass
-class PrivateStack:
-    """Services of one test, in its own state folder on free ports: stop and start at will."""
-
-    settings: Settings
-
-    def stop(self, service: str) -> None:
-        assert ProcessTable(self.settings.state_dir / "run").stop(service), f"{service} was down"
-
-    def start(self, service: str) -> None:
-        manager.up(self.settings, only={service})
-
-
-@contextmanager
-def private_stack(state_dir: Path, services: set[str]) -> Iterator[PrivateStack]:
-    """Start ``services`` of a fresh embedded stack; stop them all at the end."""
-    settings = stack_settings(state_dir)
-    try:
-        manager.up(settings, only=services)
-        yield PrivateStack(settings)
-    finally:
-        manager.down(settings)
-
-
 def assert_joiner_commits_reach_the_end(settings: Settings, timeout_s: float = 30) -> None:
     """The joiner group's committed offsets reach the end of every input partition.
 
@@ -573,9 +382,10 @@ def assert_joiner_commits_reach_the_end(settings: Settings, timeout_s: float = 3
     after a SIGKILL the survivor's commits on the partitions that moved once
     crawled one offset per commit (``faust_io.ignore_offset_gaps``).
     """
-    deadline = time.monotonic() + timeout_s
-    while joiner_lag(settings) != 0:
-        assert time.monotonic() < deadline, (
-            f"the joiner's commits stayed behind: {joiner_lag_detail(settings)}"
-        )
-        time.sleep(1)
+    eventually(
+        lambda: joiner_lag(settings) == 0,
+        timeout_s,
+        "the joiner's commits to reach the end of its inputs",
+        lambda: joiner_lag_detail(settings),
+        interval_s=1.0,
+    )

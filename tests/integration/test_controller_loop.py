@@ -7,10 +7,7 @@ share the session database without seeing each other's rows.
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +17,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from pipeline.config import Settings, settings_env
+from pipeline.config import Settings
 from pipeline.controller.cycle import run_cycle
 from pipeline.controller.monitor import check_canary
 from pipeline.node import Node, NodeSettings
@@ -33,7 +30,8 @@ from pipeline.registry.versions import get_version, load_policy
 from pipeline.warehouse import rows
 from pipeline.warehouse.client import connect as ch_connect
 from schemas import Checkpoint, InferenceEvent, Outcome, Segment
-from tests.conftest import free_port
+from tests.integration._control import policy_cli
+from tests.integration.support import free_port, run_cli, write_policy_spec
 from tests.unit._optimizer_data import spec_with
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -251,22 +249,9 @@ def test_a_canary_that_hurts_em_is_rolled_back_automatically(
 def test_optimize_exits_non_zero_with_one_line_when_clickhouse_is_down(
     settings: Settings, policy: str, tmp_path: Path
 ) -> None:
-    spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(
-        Path("policies/earlystop.yaml").read_text().replace("name: earlystop", f"name: {policy}")
-    )
-    (tmp_path / "default_policy.json").write_text(Path("policies/default_policy.json").read_text())
-    env = dict(os.environ)
-    env.update(settings_env(settings))
-    env["PIPELINE_CLICKHOUSE__URL"] = f"http://127.0.0.1:{free_port()}"
-    done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "optimize", "--spec", str(spec_file)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    spec_file = write_policy_spec(tmp_path, policy)
+    away = {"PIPELINE_CLICKHOUSE__URL": f"http://127.0.0.1:{free_port()}"}
+    done = run_cli(settings, "optimize", "--spec", str(spec_file), env=away, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "ClickHouse" in done.stderr and "not reachable" in done.stderr
     assert "Traceback" not in done.stderr
@@ -318,18 +303,6 @@ def test_a_harmless_canary_is_promoted_and_the_node_serves_it_to_everyone(
     assert node.controller.snapshot.candidate_version is None
     assert acked(settings, 4)
     assert check_canary(settings, spec).action == "idle"
-
-
-def policy_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings_env(settings), "COLUMNS": "200"}
-    return subprocess.run(  # noqa: S603  # our own interpreter and module
-        [sys.executable, "-m", "pipeline.cli", "policy", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 def test_a_reviewer_approves_a_pending_version_as_a_canary_and_rejecting_it_rolls_back(

@@ -20,15 +20,14 @@ from tests.integration._faults import (
     Traffic,
     WorkerProcess,
     assert_delivered,
-    eventually,
+    assert_exactly_once,
     missing_ids,
-    outcome_counts,
-    private_stack,
     tenant_name,
     wait_for_outcomes,
     with_stream,
     workers,
 )
+from tests.integration.support import eventually, private_stack
 
 pytestmark = pytest.mark.integration
 
@@ -54,11 +53,8 @@ def test_a_broker_restart_during_traffic_loses_nothing(tmp_path: Path) -> None:
             traffic.wait(300)
             assert_delivered(traffic)  # buffered while away, then delivered: none failed
             assert queued > 0
-            counts = wait_for_outcomes(settings, tenant, 3000, 240, worker.output)
+            wait_for_outcomes(settings, tenant, 3000, 240, worker.output)
             assert worker.alive(), f"the worker died with the broker\n{worker.output()}"
             time.sleep(2)
         assert missing_ids(settings, tenant, traffic.ids) == []
-        counts = outcome_counts(settings, tenant)
-        assert counts.final == counts.unique == counts.labeled == 3000, counts
-        assert counts.max_per_version == 1, counts
-        assert counts.rollup_requests == 3000, counts
+        assert_exactly_once(settings, tenant, 3000)

@@ -13,28 +13,32 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-from pydantic import SecretStr
 
 from pipeline.config import Settings
-from pipeline.node import Node, NodeSettings
+from pipeline.node import Node
 from pipeline.node.kafka import KafkaSettings
-from pipeline.node.testing import publish, read_acks, signed_update
-from schemas import PolicyAck, PolicyBody, SegmentPolicy, ThresholdUpdate, hmac_sign
-from tests.conftest import free_port
+from pipeline.node.testing import publish, signed_update
+from schemas import PolicyAck, ThresholdUpdate, hmac_sign
+from tests.integration._control import acks_matching, global_policy, trusting
+from tests.integration.support import free_port
 
 pytestmark = pytest.mark.integration
 
 KEY = b"faults-signing-key"
+NODE = "node-f"
 
 
 def update(version: int, threshold: float = 0.8) -> ThresholdUpdate:
-    policy = SegmentPolicy(thresholds={"normal": threshold}, min_tokens=4, token_budget=512)
-    body = PolicyBody(segments={"global": policy}, exploration_share=0.02)
-    return signed_update(body, version=version, key=KEY)
+    return signed_update(global_policy(threshold), version=version, key=KEY)
+
+
+@pytest.fixture
+def node_config() -> dict[str, object]:
+    """What every node of this module gets from ``start_node``: the signing key."""
+    return trusting("test-key", KEY)
 
 
 def resigned(raw: bytes, edit: Callable[[dict[str, object]], None]) -> bytes:
@@ -53,36 +57,8 @@ def resigned(raw: bytes, edit: Callable[[dict[str, object]], None]) -> bytes:
     return json.dumps(data, allow_nan=True).encode()
 
 
-@pytest.fixture
-def start_node(isolated: Settings, tmp_path: Path) -> Iterator[Callable[..., Node]]:
-    nodes: list[Node] = []
-
-    def start(kafka: KafkaSettings | None = None, **extra: object) -> Node:
-        settings = NodeSettings.model_validate(
-            {
-                "node_id": "node-f",
-                "signing_keys": {"test-key": SecretStr(KEY.decode())},
-                "state_dir": tmp_path / "node-f",
-                "bootstrap_timeout_s": 30.0,
-                "retry_interval_s": 0.5,
-                **extra,
-            }
-        )
-        node = Node(kafka or isolated.kafka, settings, emit=False)
-        nodes.append(node)
-        node.start()
-        return node
-
-    yield start
-    for node in nodes:
-        node.close(timeout=5)
-
-
 def refusals(kafka: KafkaSettings, count: int) -> list[PolicyAck]:
-    acks = read_acks(
-        kafka, lambda got: sum(a.status == "refused" for a in got) >= count, timeout=30
-    )
-    return [a for a in acks if a.status == "refused"]
+    return acks_matching(kafka, lambda a: a.status == "refused", count)
 
 
 def stored_version(node: Node) -> int:
@@ -94,7 +70,7 @@ def stored_version(node: Node) -> int:
 def test_a_replay_of_an_applied_version_after_a_newer_one_is_refused(
     isolated: Settings, start_node: Callable[..., Node]
 ) -> None:
-    node = start_node()
+    node = start_node(NODE)
     old = update(4, threshold=0.6).to_bytes()  # captured off the wire by an attacker
     publish(isolated.kafka, old, key="default")
     assert node.subscriber.wait_for_version(4, timeout=30)
@@ -117,7 +93,7 @@ def test_a_replay_of_an_applied_version_after_a_newer_one_is_refused(
 def test_a_version_number_reused_with_other_content_is_refused(
     isolated: Settings, start_node: Callable[..., Node]
 ) -> None:
-    node = start_node()
+    node = start_node(NODE)
     publish(isolated.kafka, update(6, threshold=0.9))
     assert node.subscriber.wait_for_version(6, timeout=30)
 
@@ -144,7 +120,7 @@ OUT_OF_BOUNDS: dict[str, Callable[[dict[str, object]], None]] = {
 def test_correctly_signed_thresholds_out_of_bounds_are_refused(
     kind: str, isolated: Settings, start_node: Callable[..., Node]
 ) -> None:
-    node = start_node()
+    node = start_node(NODE)
     publish(isolated.kafka, update(2))
     assert node.subscriber.wait_for_version(2, timeout=30)
 
@@ -152,7 +128,7 @@ def test_correctly_signed_thresholds_out_of_bounds_are_refused(
 
     assert node.subscriber.wait_for_refusals(1, timeout=30)
     refused = refusals(isolated.kafka, 1)
-    assert [(a.node_id, a.version) for a in refused] == [("node-f", 3)]
+    assert [(a.node_id, a.version) for a in refused] == [(NODE, 3)]
     assert "malformed update" in (refused[0].reason or ""), refused[0].reason
     assert node.controller.snapshot.version == 2
     assert stored_version(node) == 2
@@ -169,7 +145,7 @@ def test_the_resigning_helper_makes_a_valid_update_from_a_valid_body() -> None:
 def test_after_a_refusal_a_restart_without_a_broker_serves_the_last_good_policy(
     isolated: Settings, start_node: Callable[..., Node]
 ) -> None:
-    first = start_node()
+    first = start_node(NODE)
     publish(isolated.kafka, update(7, threshold=0.66))
     assert first.subscriber.wait_for_version(7, timeout=30)
     forged = signed_update(update(8, threshold=0.1).body, version=8, key=b"attacker")
@@ -178,7 +154,7 @@ def test_after_a_refusal_a_restart_without_a_broker_serves_the_last_good_policy(
     first.close(timeout=5)
 
     offline = isolated.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
-    again = start_node(kafka=offline, bootstrap_timeout_s=2.0)
+    again = start_node(NODE, kafka=offline, bootstrap_timeout_s=2.0)
 
     status = again.subscriber.status()
     assert (status.version, status.source, status.bootstrapped) == (7, "disk", False)

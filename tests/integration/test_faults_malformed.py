@@ -31,16 +31,9 @@ from confluent_kafka import KafkaError, Message, Producer
 from pipeline.config import Settings
 from pipeline.stream.processor import InputRecord, RejectedError, decode
 from schemas import DeadLetter, UserFeedback
-from tests.integration._faults import (
-    WorkerProcess,
-    eventually,
-    make_request,
-    query,
-    read_topic,
-    tenant_name,
-    with_stream,
-    workers,
-)
+from tests.integration._faults import WorkerProcess, tenant_name, with_stream, workers
+from tests.integration._stream import feedback, make_request
+from tests.integration.support import eventually, query, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -214,9 +207,7 @@ def test_a_corpus_of_malformed_input_is_dead_lettered_and_the_worker_goes_on(
         tenant = tenant_name()
         rid = f"ok-{tag}"
         event, label = make_request(rid, tenant)
-        thumbs = UserFeedback(
-            feedback_id=f"fb-{rid}", request_id=rid, ts=datetime.now(UTC), kind="thumbs", rating=-1
-        )
+        thumbs = feedback(rid)
         good = [("inference-events", event.to_bytes())] * 3 + [("em-labels", label.to_bytes())] * 2
         good += [("user-feedback", thumbs.to_bytes())] * 2
         send(settings, [Bad(topic, "valid", rid.encode(), value, "") for topic, value in good])
@@ -253,7 +244,7 @@ def test_a_corpus_of_malformed_input_is_dead_lettered_and_the_worker_goes_on(
         }, worker.output()  # fmt: skip
 
     letters = {}
-    for msg in read_topic(settings, "dead-letters"):
+    for msg in read_topic(settings.kafka, "dead-letters"):
         letter = DeadLetter.from_bytes(msg.value() or b"")
         where = (letter.source_topic, letter.partition, letter.offset)
         assert where not in letters, f"dead-lettered twice: {where}"

@@ -14,11 +14,9 @@ test_a_pending_version_is_never_published_even_if_production_points_at_it).
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -27,55 +25,35 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import Settings, settings_env
+from pipeline.config import Settings
 from pipeline.publisher.config import ControlSettings
 from pipeline.publisher.service import Publisher
 from pipeline.registry.client import connect as mlflow_connect
 from pipeline.registry.policies import register_proposal
-from pipeline.stack import manager
-from pipeline.stack.process import ProcessTable
-from schemas import ThresholdUpdate
-from tests.conftest import free_port
-from tests.integration.test_registry_policies import proposal, read_topic
+from tests.integration._control import control_updates, proposal
+from tests.integration.support import (
+    PrivateStack,
+    cli_process,
+    private_service,
+    write_policy_spec,
+)
 
 pytestmark = pytest.mark.integration
 
 KEY = "faults-mlflow-key"
 
 
-class PrivateMlflow:
-    """An MLflow server of this test only: stop and start it at will (same database)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def start(self) -> None:
-        manager.up(self.settings, only={"mlflow"})
-
-    def stop(self) -> None:
-        assert ProcessTable(self.settings.state_dir / "run").stop("mlflow")
-
-    @property
-    def database(self) -> Path:
-        return self.settings.state_dir / "mlflow" / "mlflow.db"
-
-
 @pytest.fixture
-def private(isolated: Settings, tmp_path: Path) -> Iterator[PrivateMlflow]:
-    mlflow = isolated.mlflow.model_copy(update={"tracking_uri": f"http://127.0.0.1:{free_port()}"})
-    server = PrivateMlflow(
-        isolated.model_copy(update={"state_dir": tmp_path / "private", "mlflow": mlflow})
-    )
-    server.start()
-    try:
+def private(isolated: Settings, tmp_path: Path) -> Iterator[PrivateStack]:
+    """The session stack's Kafka and ClickHouse with an MLflow server of this test only."""
+    with private_service(isolated, tmp_path / "private", "mlflow") as server:
         yield server
-    finally:
-        manager.down(server.settings)
 
 
-def set_status(server: PrivateMlflow, model: str, version: int, status: str) -> None:
+def set_status(server: PrivateStack, model: str, version: int, status: str) -> None:
     """Put a model version in a registration state, as an asynchronous store would."""
-    with sqlite3.connect(server.database) as db:
+    database = server.settings.state_dir / "mlflow" / "mlflow.db"
+    with sqlite3.connect(database) as db:
         changed = db.execute(
             "UPDATE model_versions SET status = ? WHERE name = ? AND version = ?",
             (status, model, version),
@@ -83,36 +61,41 @@ def set_status(server: PrivateMlflow, model: str, version: int, status: str) -> 
     assert changed == 1
 
 
-def test_the_publisher_waits_for_a_version_that_is_not_ready(private: PrivateMlflow) -> None:
+def publisher_of(settings: Settings, model: str) -> Publisher:
+    """A publisher of ``model`` as the policy ``default``, without an audit log."""
+    control = ControlSettings.model_validate(
+        {"models": {"default": model}, "signing_key_id": "k", "signing_key": KEY,
+         "bootstrap_timeout_s": 20}
+    )  # fmt: skip
+    return Publisher(settings.kafka, settings.mlflow, control)
+
+
+def test_the_publisher_waits_for_a_version_that_is_not_ready(private: PrivateStack) -> None:
     settings = private.settings
     model = f"test-ready-{uuid.uuid4().hex[:12]}"
     ml = mlflow_connect(settings.mlflow)
     register_proposal(
         ml, proposal(auto=True), experiment=settings.mlflow.experiment, model_name=model
     )
-    control = ControlSettings.model_validate(
-        {"models": {"default": model}, "signing_key_id": "k", "signing_key": KEY,
-         "bootstrap_timeout_s": 20}
-    )  # fmt: skip
-    publisher = Publisher(settings.kafka, settings.mlflow, control)
+    publisher = publisher_of(settings, model)
     try:
         for status in ("PENDING_REGISTRATION", "FAILED_REGISTRATION"):
             set_status(private, model, 1, status)
             outcome = publisher.run_once()[0]
             assert (outcome.status, outcome.version) == ("wait", 1), outcome.detail
             assert status in outcome.detail
-            assert read_topic(settings.kafka, "policy-control") == []
+            assert control_updates(settings.kafka) == []
         set_status(private, model, 1, "READY")
         outcome = publisher.run_once()[0]
         assert (outcome.status, outcome.version) == ("published", 1), outcome.detail
     finally:
         publisher.close()
-    updates = [ThresholdUpdate.from_bytes(r) for r in read_topic(settings.kafka, "policy-control")]
+    updates = control_updates(settings.kafka)
     assert [u.version for u in updates] == [1]
 
 
 def test_a_version_registered_without_its_review_tags_is_never_published(
-    private: PrivateMlflow,
+    private: PrivateStack,
 ) -> None:
     # What a registration cut off by MLflow going down leaves: a version, no review state.
     settings = private.settings
@@ -122,11 +105,7 @@ def test_a_version_registered_without_its_review_tags_is_never_published(
     run = ml.create_run(ml.get_experiment_by_name("Default").experiment_id)
     ml.create_model_version(model, f"runs:/{run.info.run_id}/policy", run.info.run_id)
     ml.set_registered_model_alias(model, "production", "1")
-    control = ControlSettings.model_validate(
-        {"models": {"default": model}, "signing_key_id": "k", "signing_key": KEY,
-         "bootstrap_timeout_s": 20}
-    )  # fmt: skip
-    publisher = Publisher(settings.kafka, settings.mlflow, control)
+    publisher = publisher_of(settings, model)
     try:
         for _ in range(2):
             outcome = publisher.run_once()[0]
@@ -134,7 +113,7 @@ def test_a_version_registered_without_its_review_tags_is_never_published(
             assert "untagged" in outcome.detail
     finally:
         publisher.close()
-    assert read_topic(settings.kafka, "policy-control") == []
+    assert control_updates(settings.kafka) == []
 
 
 class Lines:
@@ -165,30 +144,18 @@ class Lines:
 
 @pytest.mark.slow
 def test_the_controller_skips_cycles_while_mlflow_is_down_and_recovers(
-    private: PrivateMlflow, tmp_path: Path
+    private: PrivateStack, tmp_path: Path
 ) -> None:
     settings = private.settings
     policy = f"es{uuid.uuid4().hex[:10]}"
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        Path("policies/earlystop.yaml").read_text().replace("name: earlystop", f"name: {policy}")
-    )
-    (tmp_path / "default_policy.json").write_text(Path("policies/default_policy.json").read_text())
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    env.update(settings_env(settings))
-    env.update(
-        PIPELINE_CONTROL__SIGNING_KEY=KEY,
-        PIPELINE_CONTROL__POLL_INTERVAL_S="0.5",
-        PIPELINE_CONTROLLER__PERIOD_S="2",
-    )
-    private.stop()  # MLflow is away when the controller starts
-    proc = subprocess.Popen(  # noqa: S603  # fixed argv
-        [sys.executable, "-m", "pipeline.cli", "controller", "--spec", str(spec)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    spec = write_policy_spec(tmp_path, policy)
+    env = {
+        "PIPELINE_CONTROL__SIGNING_KEY": KEY,
+        "PIPELINE_CONTROL__POLL_INTERVAL_S": "0.5",
+        "PIPELINE_CONTROLLER__PERIOD_S": "2",
+    }
+    private.stop("mlflow")  # MLflow is away when the controller starts
+    proc = cli_process(settings, "controller", "--spec", str(spec), env=env)
     out = Lines(proc)
     try:
         down = out.wait(lambda s: "optimize: skipped" in s, 0, 90)
@@ -197,13 +164,13 @@ def test_the_controller_skips_cycles_while_mlflow_is_down_and_recovers(
         assert proc.poll() is None
         assert sum("optimize: skipped" in s for s in out.lines) == 1  # one line per outage
 
-        private.start()
+        private.start("mlflow")
         back = out.wait(lambda s: " optimize: " in s and "skipped" not in s, down, 90)
         assert "samples in" in out.lines[back], out.lines[back]  # it read ClickHouse and MLflow
 
-        private.stop()  # and again, after it has worked
+        private.stop("mlflow")  # and again, after it has worked
         again = out.wait(lambda s: "optimize: skipped" in s, back, 90)
-        private.start()
+        private.start("mlflow")
         out.wait(lambda s: " optimize: " in s and "skipped" not in s, again, 90)
         assert proc.poll() is None
     finally:

@@ -19,10 +19,9 @@ from tests.integration._faults import (
     Traffic,
     WorkerProcess,
     assert_delivered,
+    assert_exactly_once,
     assert_joiner_commits_reach_the_end,
-    eventually,
     missing_ids,
-    outcome_counts,
     send_requests,
     sink_lag,
     tenant_name,
@@ -30,6 +29,7 @@ from tests.integration._faults import (
     with_stream,
     workers,
 )
+from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -72,8 +72,5 @@ def test_a_killed_workers_partitions_move_to_the_other_and_nothing_is_lost(
         wait_for_outcomes(settings, tenant, 3600, 90, a.output)
 
     assert missing_ids(settings, tenant, warmup + traffic.ids + after) == []
-    counts = outcome_counts(settings, tenant)
-    assert counts.final == counts.unique == counts.labeled == 3600, counts
-    assert counts.max_per_version == 1, f"a (request_id, version) row was written twice: {counts}"
-    assert counts.rollup_requests == 3600, counts
+    assert_exactly_once(settings, tenant, 3600)
     assert_joiner_commits_reach_the_end(settings)

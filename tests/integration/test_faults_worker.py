@@ -19,20 +19,18 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pipeline.config import Settings
-from pipeline.stack import manager
-from tests.conftest import free_port
 from tests.integration._faults import (
-    PrivateStack,
     Traffic,
     WorkerProcess,
     assert_delivered,
+    assert_exactly_once,
     assert_joiner_commits_reach_the_end,
-    eventually,
     missing_ids,
     outcome_counts,
     send_requests,
@@ -42,18 +40,11 @@ from tests.integration._faults import (
     with_stream,
     workers,
 )
+from tests.integration.support import PrivateStack, eventually, private_service
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def assert_exactly_once(settings: Settings, tenant: str, n: int) -> None:
-    """Each of the ``n`` requests once: after dedup, before it, and in the rollup."""
-    counts = outcome_counts(settings, tenant)
-    assert counts.final == n and counts.unique == n and counts.labeled == n, counts
-    assert counts.max_per_version == 1, f"a (request_id, version) row was written twice: {counts}"
-    assert counts.rollup_requests == n, f"the rollup counts a request twice or not at all: {counts}"
 
 
 @pytest.mark.slow
@@ -104,14 +95,10 @@ def test_sigkill_mid_batch_then_restart_lands_every_outcome_exactly_once(
 
 
 @pytest.fixture
-def private_warehouse(isolated: Settings, tmp_path: Path) -> PrivateStack:
+def private_warehouse(isolated: Settings, tmp_path: Path) -> Iterator[PrivateStack]:
     """A warehouse of this test only (the session Kafka, a private ClickHouse)."""
-    clickhouse = isolated.clickhouse.model_copy(update={"url": f"http://127.0.0.1:{free_port()}"})
-    private = PrivateStack(
-        isolated.model_copy(update={"state_dir": tmp_path / "private", "clickhouse": clickhouse})
-    )
-    private.start("clickhouse")
-    return private
+    with private_service(isolated, tmp_path / "private", "clickhouse") as private:
+        yield private
 
 
 @pytest.mark.slow
@@ -121,41 +108,38 @@ def test_clickhouse_away_pauses_the_sink_and_everything_lands_once_it_is_back(
     settings = with_stream(private_warehouse.settings)
     tenant = tenant_name()
     worker = WorkerProcess(settings, tmp_path / "worker.log", "w-ch")
-    try:
-        with workers(worker):
-            worker.wait_ready()
-            before = send_requests(settings, tenant, 200)
-            wait_for_outcomes(settings, tenant, 200, 60, worker.output)
+    with workers(worker):
+        worker.wait_ready()
+        before = send_requests(settings, tenant, 200)
+        wait_for_outcomes(settings, tenant, 200, 60, worker.output)
 
-            private_warehouse.stop("clickhouse")
-            during = send_requests(settings, tenant, 600)
-            # The joiner goes on consuming and producing outcomes; the sink pauses.
-            eventually(
-                lambda: worker.metrics().get('stream_outcomes_total{reason="joined"}', 0) >= 800,
-                60,
-                "the joiner to join every request while ClickHouse is away",
-                worker.output,
-            )
-            eventually(lambda: worker.metrics().get("sink_paused") == 1, 30, "the sink to pause")
-            retries = worker.metrics()["sink_retries_total"]
-            time.sleep(5)  # stay away a while: backoff, not a busy loop, not a crash
-            grown = worker.metrics()["sink_retries_total"] - retries
-            assert 0 < grown < 40, f"{grown} retries in 5 s: no backoff"
-            assert worker.alive() and worker.health() == {
-                "status": "ok", "state": "running", "sink_alive": True,
-            }  # fmt: skip
-            assert sink_lag(settings) > 0  # nothing committed that is not in ClickHouse
+        private_warehouse.stop("clickhouse")
+        during = send_requests(settings, tenant, 600)
+        # The joiner goes on consuming and producing outcomes; the sink pauses.
+        eventually(
+            lambda: worker.metrics().get('stream_outcomes_total{reason="joined"}', 0) >= 800,
+            60,
+            "the joiner to join every request while ClickHouse is away",
+            worker.output,
+        )
+        eventually(lambda: worker.metrics().get("sink_paused") == 1, 30, "the sink to pause")
+        retries = worker.metrics()["sink_retries_total"]
+        time.sleep(5)  # stay away a while: backoff, not a busy loop, not a crash
+        grown = worker.metrics()["sink_retries_total"] - retries
+        assert 0 < grown < 40, f"{grown} retries in 5 s: no backoff"
+        assert worker.alive() and worker.health() == {
+            "status": "ok", "state": "running", "sink_alive": True,
+        }  # fmt: skip
+        assert sink_lag(settings) > 0  # nothing committed that is not in ClickHouse
 
-            private_warehouse.start("clickhouse")
-            wait_for_outcomes(settings, tenant, 800, 90, worker.output)
-            eventually(lambda: worker.metrics().get("sink_paused") == 0, 30, "the sink to resume")
-            eventually(lambda: sink_lag(settings) == 0, 60, "the sink to commit everything")
-            time.sleep(2)
-        assert worker.proc is not None and worker.proc.returncode == 0, worker.output()
-        assert missing_ids(settings, tenant, before + during) == []
-        assert_exactly_once(settings, tenant, 800)
-    finally:
-        manager.down(private_warehouse.settings)
+        private_warehouse.start("clickhouse")
+        wait_for_outcomes(settings, tenant, 800, 90, worker.output)
+        eventually(lambda: worker.metrics().get("sink_paused") == 0, 30, "the sink to resume")
+        eventually(lambda: sink_lag(settings) == 0, 60, "the sink to commit everything")
+        time.sleep(2)
+    assert worker.proc is not None and worker.proc.returncode == 0, worker.output()
+    assert missing_ids(settings, tenant, before + during) == []
+    assert_exactly_once(settings, tenant, 800)
 
 
 @pytest.mark.slow

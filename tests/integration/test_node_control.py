@@ -3,66 +3,30 @@
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-from pydantic import SecretStr
 
 from pipeline.config import Settings
-from pipeline.node import Node, NodeSettings
-from pipeline.node.kafka import KafkaSettings
-from pipeline.node.testing import publish, read_acks, signed_update
-from schemas import PolicyAck, PolicyBody, SegmentPolicy, ThresholdUpdate
+from pipeline.node import Node
+from pipeline.node.testing import publish, signed_update
+from schemas import ThresholdUpdate
+from tests.integration._control import acks_matching, global_policy, trusting
+from tests.integration.support import free_port
 
 pytestmark = pytest.mark.integration
 
 KEY = b"integration-signing-key"
 
 
-def body(threshold: float = 0.8, budget: int = 512) -> PolicyBody:
-    policy = SegmentPolicy(thresholds={"normal": threshold}, min_tokens=4, token_budget=budget)
-    return PolicyBody(segments={"global": policy}, exploration_share=0.02)
-
-
 def update(version: int, threshold: float = 0.8, **kw: object) -> ThresholdUpdate:
-    return signed_update(body(threshold), version=version, key=KEY, **kw)  # type: ignore[arg-type]
-
-
-def node_settings(state: Path, node_id: str, **extra: object) -> NodeSettings:
-    return NodeSettings.model_validate(
-        {
-            "node_id": node_id,
-            "signing_keys": {"test-key": SecretStr(KEY.decode())},
-            "state_dir": state / node_id,
-            "bootstrap_timeout_s": 30.0,
-            "retry_interval_s": 0.5,
-            "max_token_budget": 4096,
-            **extra,
-        }
-    )
+    return signed_update(global_policy(threshold), version=version, key=KEY, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def start_node(isolated: Settings, tmp_path: Path) -> Iterator[Callable[..., Node]]:
-    """Start nodes on the isolated topics; all are closed after the test."""
-    nodes: list[Node] = []
-
-    def start(node_id: str = "node-a", kafka: KafkaSettings | None = None, **extra: object) -> Node:
-        node = Node(kafka or isolated.kafka, node_settings(tmp_path, node_id, **extra), emit=False)
-        nodes.append(node)
-        node.start()
-        return node
-
-    yield start
-    for node in nodes:
-        node.close(timeout=5)
-
-
-def acks_of(kafka: KafkaSettings, want: Callable[[PolicyAck], bool], count: int) -> list[PolicyAck]:
-    acks = read_acks(kafka, lambda got: sum(map(want, got)) >= count, timeout=30)
-    return [a for a in acks if want(a)]
+def node_config() -> dict[str, object]:
+    """What every node of this module gets from ``start_node``: the key, a cap on budgets."""
+    return {**trusting("test-key", KEY), "max_token_budget": 4096}
 
 
 def test_five_nodes_apply_a_signed_policy_and_acknowledge(
@@ -78,7 +42,7 @@ def test_five_nodes_apply_a_signed_policy_and_acknowledge(
         assert node.subscriber.wait_for_version(1, timeout=30), node.settings.node_id
         assert node.controller.snapshot.version == 1
         assert node.controller.should_stop("acme/qa/short", 10, 0.85).reason == "confident"
-    acks = acks_of(isolated.kafka, lambda a: a.version == 1 and a.status == "applied", 5)
+    acks = acks_matching(isolated.kafka, lambda a: a.version == 1 and a.status == "applied", 5)
     assert sorted(a.node_id for a in acks) == [f"node-{i}" for i in range(5)]
 
 
@@ -87,14 +51,14 @@ def test_bootstrap_applies_the_newest_valid_version_before_serving(
 ) -> None:
     publish(isolated.kafka, update(1))
     publish(isolated.kafka, update(2, threshold=0.7))
-    publish(isolated.kafka, signed_update(body(), version=3, key=b"wrong-key"))
+    publish(isolated.kafka, signed_update(global_policy(), version=3, key=b"wrong-key"))
 
     node = start_node("late-joiner")
 
     status = node.subscriber.status()  # start() returned: nothing is served before this
     assert (status.version, status.source, status.bootstrapped) == (2, "broker", True)
     assert node.controller.snapshot.version == 2
-    acks = acks_of(isolated.kafka, lambda a: a.node_id == "late-joiner", 2)
+    acks = acks_matching(isolated.kafka, lambda a: a.node_id == "late-joiner", 2)
     assert {(a.version, a.status) for a in acks} == {(2, "applied"), (3, "refused")}
 
 
@@ -109,7 +73,7 @@ def unsigned() -> tuple[bytes, bytes]:
 
 
 def wrongly_signed() -> tuple[bytes, bytes]:
-    return b"default", signed_update(body(), version=9, key=b"attacker").to_bytes()
+    return b"default", signed_update(global_policy(), version=9, key=b"attacker").to_bytes()
 
 
 def stale() -> tuple[bytes, bytes]:
@@ -121,7 +85,7 @@ def other_policy() -> tuple[bytes, bytes]:
 
 
 def out_of_bounds() -> tuple[bytes, bytes]:
-    return b"default", signed_update(body(budget=100_000), version=9, key=KEY).to_bytes()
+    return b"default", signed_update(global_policy(budget=100_000), version=9, key=KEY).to_bytes()
 
 
 def ed25519() -> tuple[bytes, bytes]:
@@ -154,7 +118,7 @@ def test_bad_control_messages_are_refused_and_never_applied(
     publish(isolated.kafka, raw, key=key.decode())
 
     assert node.subscriber.wait_for_refusals(1, timeout=30)
-    refused = acks_of(isolated.kafka, lambda a: a.status == "refused", 1)
+    refused = acks_matching(isolated.kafka, lambda a: a.status == "refused", 1)
     assert [(a.node_id, a.policy_name, a.version) for a in refused] == [
         ("node-a", policy_name, version)
     ]
@@ -177,17 +141,11 @@ def test_a_replayed_version_is_acknowledged_but_not_reapplied(
 
     publish(isolated.kafka, first)
 
-    acks = acks_of(isolated.kafka, lambda a: a.version == 4, 2)
+    acks = acks_matching(isolated.kafka, lambda a: a.version == 4, 2)
     assert [a.status for a in acks] == ["applied", "applied"]
     assert {a.applied_at for a in acks} == {applied_at}
     assert node.controller.snapshot is snapshot
     assert node.subscriber.status().applied == 1
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_node_restarted_without_a_broker_serves_its_last_good_policy(
@@ -198,7 +156,7 @@ def test_a_node_restarted_without_a_broker_serves_its_last_good_policy(
     assert first.subscriber.wait_for_version(7, timeout=30)
     first.close(timeout=5)
 
-    offline = isolated.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{closed_port()}"})
+    offline = isolated.kafka.model_copy(update={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
     again = start_node("node-r", kafka=offline, bootstrap_timeout_s=2.0)
 
     status = again.subscriber.status()

@@ -4,31 +4,29 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
 from pipeline.audit import KafkaAuditLog
 from pipeline.config import Settings
-from pipeline.node import Node, NodeSettings
-from pipeline.node.testing import read_acks
+from pipeline.node import Node
 from pipeline.publisher.config import ControlSettings
 from pipeline.publisher.service import PassResult, Publisher
 from pipeline.registry.actions import approve, rollback
-from pipeline.registry.client import connect
 from pipeline.registry.policies import register_proposal
 from pipeline.registry.versions import get_version
-from schemas import PolicyAck, ThresholdUpdate, hmac_verify
-from tests.conftest import free_port
-from tests.integration.test_registry_policies import (
+from schemas import PolicyAck, hmac_verify
+from tests.integration._control import (
+    acks_matching,
     audit_events,
-    body,
-    cli,
+    control_updates,
+    policy_cli,
     proposal,
-    read_topic,
+    proposal_body,
+    trusting,
 )
+from tests.integration.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -49,37 +47,14 @@ def control(model_name: str, **extra: object) -> ControlSettings:
 
 
 @pytest.fixture
-def ml(stack: Settings) -> Any:
-    return connect(stack.mlflow)
-
-
-@pytest.fixture
 def model_name() -> str:
     return f"test-publish-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture
-def start_node(isolated: Settings, tmp_path: Path) -> Iterator[Callable[[str], Node]]:
-    nodes: list[Node] = []
-
-    def start(node_id: str) -> Node:
-        settings = NodeSettings.model_validate(
-            {
-                "node_id": node_id,
-                "signing_keys": {"control-it": SecretStr(KEY)},
-                "state_dir": tmp_path / node_id,
-                "bootstrap_timeout_s": 30.0,
-                "retry_interval_s": 0.5,
-            }
-        )
-        node = Node(isolated.kafka, settings, emit=False)
-        nodes.append(node)
-        node.start()
-        return node
-
-    yield start
-    for node in nodes:
-        node.close(timeout=5)
+def node_config() -> dict[str, object]:
+    """What every node of this module gets from ``start_node``: the publisher's key."""
+    return trusting("control-it", KEY)
 
 
 @pytest.fixture
@@ -98,27 +73,21 @@ def make_publisher(isolated: Settings, model_name: str) -> Iterator[Callable[[],
         audit.close()
 
 
-def control_updates(settings: Settings) -> list[ThresholdUpdate]:
-    return [ThresholdUpdate.from_bytes(raw) for raw in read_topic(settings.kafka, "policy-control")]
-
-
 def status(outcomes: list[PassResult]) -> list[tuple[str, int | None]]:
     return [(o.status, o.version) for o in outcomes]
 
 
 def applied_acks(settings: Settings, version: int, count: int) -> list[PolicyAck]:
-    def want(a: PolicyAck) -> bool:
-        return a.version == version and a.status == "applied"
-
-    acks = read_acks(settings.kafka, lambda got: sum(map(want, got)) >= count, timeout=30)
-    return [a for a in acks if want(a)]
+    return acks_matching(
+        settings.kafka, lambda a: a.version == version and a.status == "applied", count
+    )
 
 
 def test_approve_publish_apply_restart_and_rollback(
     isolated: Settings,
     ml: Any,
     model_name: str,
-    start_node: Callable[[str], Node],
+    start_node: Callable[..., Node],
     make_publisher: Callable[[], Publisher],
 ) -> None:
     experiment = isolated.mlflow.experiment
@@ -137,8 +106,8 @@ def test_approve_publish_apply_restart_and_rollback(
     assert sorted(a.node_id for a in applied_acks(isolated, 1, 2)) == ["node-a", "node-b"]
     v1 = get_version(ml, model_name, 1)
     assert "published_at" in v1.tags
-    (sent,) = control_updates(isolated)
-    assert (sent.policy_name, sent.version, sent.body) == ("default", 1, body(0.8))
+    (sent,) = control_updates(isolated.kafka)
+    assert (sent.policy_name, sent.version, sent.body) == ("default", 1, proposal_body(0.8))
     assert hmac_verify(KEY.encode(), sent.signed_payload(), sent.signature)
     assert v1.tags["published_checksum"] == sent.checksum
 
@@ -148,7 +117,7 @@ def test_approve_publish_apply_restart_and_rollback(
     restarted = make_publisher()
     assert status(restarted.run_once()) == [("up_to_date", 1)]
     assert restarted.published == {"default": 1}
-    assert len(control_updates(isolated)) == 1
+    assert len(control_updates(isolated.kafka)) == 1
 
     approve(ml, model_name, 2, by="ann", reason="EM holds", audit=None)
     assert status(restarted.run_once()) == [("published", 2)]
@@ -166,9 +135,9 @@ def test_approve_publish_apply_restart_and_rollback(
     assert nodes[1].controller.should_stop("acme/qa/short", 10, 0.7).reason != "confident"
     assert nodes[1].controller.should_stop("acme/qa/short", 10, 0.76).reason == "confident"
 
-    updates = control_updates(isolated)
+    updates = control_updates(isolated.kafka)
     assert [u.version for u in updates] == [1, 2, 3]
-    assert updates[2].body == updates[0].body == body(0.8)
+    assert updates[2].body == updates[0].body == proposal_body(0.8)
     assert status(make_publisher().run_once()) == [("up_to_date", 3)]
     published = [e for e in audit_events(isolated.kafka) if e.action == "published"]
     assert [(e.version, e.actor) for e in published] == [
@@ -182,7 +151,7 @@ def test_a_pending_version_is_never_published_even_if_production_points_at_it(
     isolated: Settings,
     ml: Any,
     model_name: str,
-    start_node: Callable[[str], Node],
+    start_node: Callable[..., Node],
     make_publisher: Callable[[], Publisher],
 ) -> None:
     node = start_node("node-p")
@@ -197,7 +166,7 @@ def test_a_pending_version_is_never_published_even_if_production_points_at_it(
         assert (outcome.status, outcome.version) == ("refused", 1)
         assert "pending" in outcome.detail
 
-    assert control_updates(isolated) == []
+    assert control_updates(isolated.kafka) == []
     assert node.controller.snapshot.source == "default"
     assert "published_at" not in get_version(ml, model_name, 1).tags
     refusals = [e for e in audit_events(isolated.kafka) if e.action == "publish_refused"]
@@ -228,7 +197,7 @@ def test_with_mlflow_or_kafka_away_a_pass_reports_and_the_next_one_publishes(
     assert no_kafka.published is None
     no_kafka.close()
 
-    assert control_updates(isolated) == []
+    assert control_updates(isolated.kafka) == []
     healthy = Publisher(isolated.kafka, isolated.mlflow, settings)
     try:
         assert status(healthy.run_once()) == [("published", 1)]
@@ -244,18 +213,18 @@ def test_cli_publish_once(isolated: Settings, ml: Any, model_name: str) -> None:
         "PIPELINE_CONTROL__SIGNING_KEY": KEY,
         "PIPELINE_CONTROL__MODELS": f"default={model_name}",
     }
-    done = cli(isolated, "publish", "--once", env=env)
+    done = policy_cli(isolated, "publish", "--once", env=env)
     if "control" not in Settings.model_fields:
         # Until Settings carries the `control` section the key cannot be configured:
         # the command must say so in one line, not publish unsigned.
         assert done.returncode == 1
         assert "PIPELINE_CONTROL__SIGNING_KEY is empty" in done.stderr
         assert "Traceback" not in done.stderr
-        assert control_updates(isolated) == []
+        assert control_updates(isolated.kafka) == []
         return
     assert done.returncode == 0, done.stderr
     assert "default v1: published" in done.stdout
-    again = cli(isolated, "publish", "--once", env=env)
+    again = policy_cli(isolated, "publish", "--once", env=env)
     assert again.returncode == 0, again.stderr
     assert "default v1: up_to_date" in again.stdout
-    assert [u.version for u in control_updates(isolated)] == [1]
+    assert [u.version for u in control_updates(isolated.kafka)] == [1]

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,93 +11,17 @@ import mlflow.pyfunc
 import pandas as pd
 import pytest
 
-from pipeline.audit import AuditEvent
-from pipeline.config import Settings, settings_env
-from pipeline.node.control_log import ControlLog
-from pipeline.node.kafka import KafkaSettings
-from pipeline.registry.client import connect
-from pipeline.registry.draft import Frontier, PolicyDraft, ReviewDecision
+from pipeline.config import Settings
 from pipeline.registry.policies import register_proposal
 from pipeline.registry.versions import aliases, get_version, list_versions, load_policy
-from schemas import PolicyBody, SegmentPolicy
+from tests.integration._control import audit_events, policy_cli, proposal, proposal_body
 
 pytestmark = pytest.mark.integration
-
-# Registers the command group the way _app.py will, without depending on that edit.
-LAUNCH = "import pipeline.cli.policy; from pipeline.cli._app import main; main()"
-
-
-def body(normal: float = 0.8, qa: float = 0.75) -> PolicyBody:
-    return PolicyBody(
-        segments={
-            "global": SegmentPolicy(
-                thresholds={"normal": normal, "peak": normal - 0.1}, min_tokens=4, token_budget=512
-            ),
-            "acme/qa/short": SegmentPolicy(
-                thresholds={"normal": qa}, min_tokens=2, token_budget=256
-            ),
-        },
-        exploration_share=0.02,
-    )
-
-
-def proposal(normal: float = 0.8, *, auto: bool = False, qa: float = 0.75) -> PolicyDraft:
-    curve = [(t / 100, 1 - t / 100, max(0.0, (90 - t) / 1000)) for t in range(50, 100, 5)]
-    return PolicyDraft(
-        policy_name="default",
-        body=body(normal, qa),
-        review=ReviewDecision(
-            auto_approve=auto, reason="all segments within bounds" if auto else "step too large"
-        ),
-        params={"epsilon": 0.05, "delta": 0.1, "window": "24h"},
-        metrics={"expected_tokens_saved": 0.31, "n:total": 4200},
-        segment_metrics={
-            "global": {"tokens_saved": 0.2, "em_drop_bound": 0.03, "n": 3000},
-            "acme/qa/short": {"tokens_saved": 0.4, "em_drop_bound": 0.045, "n": 1200},
-        },
-        pareto={
-            "global": Frontier(curve, chosen=normal),
-            "acme/qa/short": Frontier(curve, chosen=qa),
-        },
-        description="integration test proposal",
-    )
-
-
-@pytest.fixture
-def ml(stack: Settings) -> Any:
-    return connect(stack.mlflow)
 
 
 @pytest.fixture
 def model_name() -> str:
     return f"test-policy-{uuid.uuid4().hex[:12]}"
-
-
-def read_topic(kafka: KafkaSettings, logical: str) -> list[bytes]:
-    """Every value on a topic, read to its end offsets."""
-    reader = ControlLog(kafka, f"{kafka.topic_prefix}{logical}", f"test-{uuid.uuid4().hex[:6]}")
-    try:
-        return [r.value for r in reader.read_to_end(time.monotonic() + 30, threading.Event())]
-    finally:
-        reader.close()
-
-
-def audit_events(kafka: KafkaSettings) -> list[AuditEvent]:
-    return [AuditEvent.from_bytes(raw) for raw in read_topic(kafka, "policy-audit")]
-
-
-def cli(
-    settings: Settings, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings_env(settings), "COLUMNS": "200", **(env or {})}
-    return subprocess.run(  # noqa: S603  # our own interpreter and module
-        [sys.executable, "-c", LAUNCH, "policy", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 def test_a_proposal_is_a_run_and_a_pending_candidate_version(
@@ -136,7 +55,7 @@ def test_a_proposal_is_a_run_and_a_pending_candidate_version(
     assert {"policy", "plots"} <= artifacts
     assert [a.path for a in ml.list_artifacts(done.run_id, "plots")] == ["plots/pareto.png"]
     assert [a.path for a in ml.list_artifacts(done.run_id, "policy")] == ["policy/policy.json"]
-    assert load_policy(ml, version) == body()
+    assert load_policy(ml, version) == proposal_body()
 
 
 def test_the_registered_model_loads_as_pyfunc_and_answers_thresholds(
@@ -203,24 +122,24 @@ def test_review_commands_record_tags_and_audit_events(
     two_versions: Settings, ml: Any, model_name: str
 ) -> None:
     settings = two_versions
-    listed = cli(settings, "list", "--model", model_name)
+    listed = policy_cli(settings, "list", "--model", model_name)
     assert listed.returncode == 0, listed.stderr
     assert "pending" in listed.stdout and "auto_approved" in listed.stdout
     assert "candidate" in listed.stdout and "production" in listed.stdout
 
-    shown = cli(settings, "show", "candidate", "--model", model_name)
+    shown = policy_cli(settings, "show", "candidate", "--model", model_name)
     assert shown.returncode == 0, shown.stderr
     for needle in ("v2", "pending", "acme/qa/short", "em_drop_bound", "epsilon", "0.6"):
         assert needle in shown.stdout, needle
 
-    diffed = cli(settings, "diff", "production", "candidate", "--model", model_name)
+    diffed = policy_cli(settings, "diff", "production", "candidate", "--model", model_name)
     assert diffed.returncode == 0, diffed.stderr
     assert "threshold.normal" in diffed.stdout and "-0.1" in diffed.stdout
 
-    missing = cli(settings, "approve", "candidate", "--model", model_name)
+    missing = policy_cli(settings, "approve", "candidate", "--model", model_name)
     assert missing.returncode != 0 and "by" in missing.stderr  # --by is required
 
-    approved = cli(
+    approved = policy_cli(
         settings, "approve", "candidate", "--by", "ann", "--reason", "EM ok", "--model", model_name
     )
     assert approved.returncode == 0, approved.stderr
@@ -233,7 +152,9 @@ def test_review_commands_record_tags_and_audit_events(
     assert "approved_at" in v2.tags and v2.tags["who"] == "ann"
     assert aliases(ml, model_name)["production"] == 2
 
-    again = cli(settings, "approve", "1", "--by", "bob", "--reason", "x", "--model", model_name)
+    again = policy_cli(
+        settings, "approve", "1", "--by", "bob", "--reason", "x", "--model", model_name
+    )
     assert again.returncode == 1
     assert "error:" in again.stderr and "auto_approved" in again.stderr
     assert "Traceback" not in again.stderr
@@ -244,7 +165,7 @@ def test_review_commands_record_tags_and_audit_events(
 
 
 def test_reject_drops_the_candidate_alias(two_versions: Settings, ml: Any, model_name: str) -> None:
-    done = cli(
+    done = policy_cli(
         two_versions, "reject", "2", "--by", "ann", "--reason", "too bold", "--model", model_name
     )
     assert done.returncode == 0, done.stderr
@@ -255,7 +176,7 @@ def test_reject_drops_the_candidate_alias(two_versions: Settings, ml: Any, model
         "too bold",
     )
     assert aliases(ml, model_name) == {"production": 1}
-    production = cli(
+    production = policy_cli(
         two_versions, "reject", "1", "--by", "a", "--reason", "b", "--model", model_name
     )
     assert production.returncode == 1 and "rollback" in production.stderr
@@ -266,9 +187,11 @@ def test_rollback_registers_a_new_version_that_restores_the_old_policy(
     two_versions: Settings, ml: Any, model_name: str, tmp_path: Path
 ) -> None:
     settings = two_versions
-    cli(settings, "approve", "2", "--by", "ann", "--reason", "go", "--model", model_name)
+    policy_cli(settings, "approve", "2", "--by", "ann", "--reason", "go", "--model", model_name)
 
-    done = cli(settings, "rollback", "--by", "bob", "--reason", "EM fell", "--model", model_name)
+    done = policy_cli(
+        settings, "rollback", "--by", "bob", "--reason", "EM fell", "--model", model_name
+    )
 
     assert done.returncode == 0, done.stderr
     assert "new v3 restores the policy of v1" in done.stdout
@@ -282,7 +205,7 @@ def test_rollback_registers_a_new_version_that_restores_the_old_policy(
     )
     assert (v3.tags["rollback_of"], v3.tags["restores"], v3.tags["who"]) == ("2", "1", "bob")
     assert v3.tags["why"] == "EM fell" and v3.review_state == "approved"
-    assert load_policy(ml, v3) == load_policy(ml, versions[1]) == body(0.8)
+    assert load_policy(ml, v3) == load_policy(ml, versions[1]) == proposal_body(0.8)
     run = ml.get_run(v3.run_id)
     assert run.data.metrics["segment/global/n"] == 3000  # the restored version's metrics
     assert "plots/pareto.png" in {a.path for a in ml.list_artifacts(v3.run_id, "plots")}

@@ -11,15 +11,11 @@ only do if the SASL settings reach its Kafka configuration.
 
 from __future__ import annotations
 
-import os
 import signal
 import stat
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +25,7 @@ from confluent_kafka.admin import AdminClient
 from pydantic import SecretStr
 
 from pipeline.audit import KafkaAuditLog
-from pipeline.config import Settings, settings_env
+from pipeline.config import Settings
 from pipeline.node import Node, NodeSettings
 from pipeline.node.kafka import KafkaSettings
 from pipeline.node.testing import read_acks
@@ -41,10 +37,10 @@ from pipeline.stack import manager
 from pipeline.stack.kafka import kafka_dir
 from pipeline.stack.topics import ensure_topics
 from pipeline.warehouse.client import connect as ch_connect
-from schemas import EMLabel
 from schemas.examples import inference_event
-from tests.conftest import free_port
-from tests.integration.test_registry_policies import proposal, read_topic
+from tests.integration._control import proposal
+from tests.integration._stream import send_verdict_request
+from tests.integration.support import cli_process, free_port, read_values, run_cli, with_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -81,10 +77,7 @@ def sasl_stack(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Ite
 @pytest.fixture
 def sasl(sasl_stack: Settings) -> Settings:
     """The SASL stack with a uuid topic prefix and its topics."""
-    prefix = f"s{uuid.uuid4().hex[:10]}."
-    settings = sasl_stack.model_copy(
-        update={"kafka": sasl_stack.kafka.model_copy(update={"topic_prefix": prefix})}
-    )
+    settings = with_prefix(sasl_stack, f"s{uuid.uuid4().hex[:10]}.")
     ensure_topics(settings)
     return settings
 
@@ -206,44 +199,27 @@ def test_node_publisher_and_audit_log_work_over_sasl(sasl: Settings, tmp_path: P
     assert [(a.node_id, a.status) for a in acks if a.version == 1] == [("node-sasl", "applied")]
     events = consume(sasl.kafka, sasl.topic("inference-events"), 1)
     assert [rid.encode() in raw for raw in events] == [True]
-    assert read_topic(sasl.kafka, "policy-audit")  # the audit producer got through too
-
-
-def cli(settings: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    env.update(settings_env(settings))
-    return subprocess.run(  # noqa: S603  # fixed argv
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    assert read_values(sasl.kafka, "policy-audit")  # the audit producer got through too
 
 
 def test_cli_topic_admin_simulator_and_smoke_work_over_sasl(sasl: Settings) -> None:
-    fresh = sasl.model_copy(
-        update={
-            "kafka": sasl.kafka.model_copy(update={"topic_prefix": f"c{uuid.uuid4().hex[:8]}."})
-        }
-    )
-    created = cli(fresh, "topics", "create")
+    fresh = with_prefix(sasl, f"c{uuid.uuid4().hex[:8]}.")
+    created = run_cli(fresh, "topics", "create")
     assert created.returncode == 0, created.stdout + created.stderr
     assert created.stdout.count(": created") == 8
 
-    sim = cli(fresh, "sim", "--nodes", "1", "--rate", "20", "--duration", "2", "--linger", "5")
+    sim = run_cli(fresh, "sim", "--nodes", "1", "--rate", "20", "--duration", "2", "--linger", "5")
     assert sim.returncode == 0, sim.stdout + sim.stderr
     assert end_offset(fresh.kafka, fresh.topic("inference-events")) >= 30
     assert end_offset(fresh.kafka, fresh.topic("em-labels")) > 0
 
-    smoke = cli(fresh, "smoke")
+    smoke = run_cli(fresh, "smoke")
     assert smoke.returncode == 0, smoke.stdout + smoke.stderr
 
     wrong = fresh.model_copy(
         update={"kafka": fresh.kafka.model_copy(update={"sasl_password": SecretStr("nope-nope")})}
     )
-    refused = cli(wrong, "topics", "create", timeout=180)
+    refused = run_cli(wrong, "topics", "create", timeout=180)
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "Traceback" not in refused.stderr
     for done in (created, sim, smoke, refused):
@@ -253,24 +229,8 @@ def test_cli_topic_admin_simulator_and_smoke_work_over_sasl(sasl: Settings) -> N
 
 @pytest.mark.slow
 def test_the_stream_worker_joins_and_sinks_over_sasl(sasl: Settings) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    env.update(settings_env(sasl))
-    proc = subprocess.Popen(  # noqa: S603  # fixed argv
-        [sys.executable, "-m", "pipeline.cli", "worker"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    rid = f"sasl-{uuid.uuid4().hex[:8]}"
-    event = inference_event().model_copy(update={"request_id": rid, "event_id": f"e-{rid}"})
-    label = EMLabel(
-        label_id=f"l-{rid}", request_id=rid, labeler_id="a", ts=datetime.now(UTC), verdict=True
-    )
-    producer = Producer(sasl.kafka.client_config())
-    producer.produce(sasl.topic("inference-events"), key=rid.encode(), value=event.to_bytes())
-    producer.produce(sasl.topic("em-labels"), key=rid.encode(), value=label.to_bytes())
-    assert producer.flush(30) == 0
+    proc = cli_process(sasl, "worker")
+    rid = send_verdict_request(sasl, "sasl")
     client = ch_connect(sasl)
     sql = "SELECT em FROM outcomes FINAL WHERE request_id = %(r)s"
     try:

@@ -9,14 +9,12 @@ covered too. None of the values may appear in stdout or stderr.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
-from pipeline.config import Settings, settings_env
-from tests.conftest import free_port
+from pipeline.config import Settings
+from tests.integration.support import free_port, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -32,18 +30,7 @@ SECRETS = ["kafka-pw-7f3a", "ch-pw-7f3a", "mlflow-pw-7f3a", "control-key-7f3a", 
 
 
 def run(stack: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
-    full.update(settings_env(stack))
-    full.update(SECRET_ENV)
-    full.update(env)
-    return subprocess.run(  # noqa: S603  # fixed argv
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return run_cli(stack, *args, env={**SECRET_ENV, **env})
 
 
 def test_no_command_prints_a_secret(stack: Settings) -> None:

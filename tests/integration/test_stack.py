@@ -15,7 +15,7 @@ from pipeline.config import Settings, settings_env
 from pipeline.errors import PortInUseError
 from pipeline.stack import manager
 from pipeline.stack.topics import ensure_topics, load_spec, spec_path
-from tests.conftest import stack_settings
+from tests.integration.support import stack_settings
 
 pytestmark = pytest.mark.integration
 

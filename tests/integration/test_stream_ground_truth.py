@@ -28,7 +28,8 @@ from pipeline.sim.signals import FeedbackConfig, LabelConfig
 from pipeline.stream.config import StreamSettings
 from pipeline.warehouse.client import connect
 from schemas import EMLabel, UserFeedback
-from tests.integration.test_stream_worker import eventually, start
+from tests.integration._stream import start_worker
+from tests.integration.support import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -126,7 +127,7 @@ def stored(settings: Settings, run_id: str) -> dict[str, Row]:
 
 def test_simulated_traffic_lands_in_clickhouse_as_the_simulator_says(isolated: Settings) -> None:
     run_id = f"gt{uuid.uuid4().hex[:6]}"
-    worker = start(isolated, STREAM)
+    worker = start_worker(isolated, STREAM)
     try:
         template = NodeSettings(
             state_dir=isolated.state_dir / "gt" / run_id,

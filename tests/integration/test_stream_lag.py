@@ -12,7 +12,8 @@ from confluent_kafka import Producer
 from pipeline.config import Settings
 from pipeline.stream.config import StreamSettings
 from schemas.examples import inference_event
-from tests.integration.test_stream_worker import eventually, start
+from tests.integration._stream import start_worker
+from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,7 @@ def lag_by_partition(text: str, group: str, topic: str) -> dict[int, int]:
 
 
 def test_lag_per_partition_counts_what_is_consumed_but_not_committed(isolated: Settings) -> None:
-    run = start(isolated, HOLD)
+    run = start_worker(isolated, HOLD)
     try:
         producer = Producer({**isolated.kafka.client_config(), "linger.ms": 0})
         topic = isolated.topic("inference-events")

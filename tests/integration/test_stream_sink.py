@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipeline.config import Settings
-from pipeline.stream.config import StreamSettings
 from pipeline.stream.metrics import Metrics
-from pipeline.stream.sink import Sink, sink_group
 from pipeline.stream.writer import ClickHouseWriter, SinkBatch, SinkRecord, TransientWriteError
 from pipeline.warehouse import rows
 from pipeline.warehouse.client import connect
 from schemas import Outcome
-from schemas.examples import example_messages, inference_event
+from schemas.examples import example_messages
+from tests.integration._stream import (
+    count_outcomes,
+    produce_outcomes,
+    run_sink,
+    sink_committed,
+    unlabeled_outcomes,
+)
+from tests.integration.support import eventually
 
 pytestmark = pytest.mark.integration
-
-STREAM = StreamSettings(
-    sink_batch_rows=50, sink_batch_max_s=0.2, sink_retry_initial_s=0.05, shutdown_timeout_s=4.0
-)
 
 
 class FlakyWriter(ClickHouseWriter):
@@ -45,91 +45,20 @@ class FlakyWriter(ClickHouseWriter):
         return super().write(batch)
 
 
-def outcomes(tag: str, n: int) -> list[Outcome]:
-    made = []
-    for i in range(n):
-        rid = f"sink-{tag}-{i}"
-        event = inference_event().model_copy(update={"request_id": rid, "event_id": f"e-{rid}"})
-        made.append(
-            Outcome(
-                request_id=rid, event=event, labeled=False, version=1,
-                joined_at=datetime.now(UTC),
-            )
-        )  # fmt: skip
-    return made
-
-
-def produce(settings: Settings, items: list[Outcome]) -> None:
-    producer = Producer(settings.kafka.client_config())
-    for item in items:
-        producer.produce(
-            settings.topic("outcomes"), key=item.request_id.encode(), value=item.to_bytes()
-        )
-    assert producer.flush(30) == 0
-
-
-def count(settings: Settings, tag: str) -> int:
-    client = connect(settings)
-    try:
-        sql = "SELECT count() FROM outcomes WHERE request_id LIKE %(p)s"
-        return int(client.query(sql, parameters={"p": f"sink-{tag}-%"}).result_rows[0][0])
-    finally:
-        client.close()
-
-
-def committed(settings: Settings) -> int:
-    topic = settings.topic("outcomes")
-    consumer = Consumer(
-        {**settings.kafka.client_config(), "group.id": sink_group(settings, STREAM)}
-    )
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        offsets = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
-        return sum(max(tp.offset, 0) for tp in offsets)
-    finally:
-        consumer.close()
-
-
-def run_sink(settings: Settings, writer: ClickHouseWriter, metrics: Metrics) -> tuple:
-    sink = Sink(settings, STREAM, writer, metrics)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            sink.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return stop, thread, errors
-
-
-def wait_for(probe: object, timeout_s: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if probe():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {probe}")
-
-
 def test_a_slow_clickhouse_pauses_the_sink_and_nothing_is_lost(isolated: Settings) -> None:
     tag = uuid.uuid4().hex[:8]
     metrics = Metrics()
     writer = FlakyWriter(isolated, metrics, failures=5)
-    stop, thread, errors = run_sink(isolated, writer, metrics)
-    items = outcomes(tag, 120)
-    produce(isolated, items)
-    wait_for(lambda: metrics.get("sink_paused") == 1)
-    wait_for(lambda: count(isolated, tag) == 120)
-    stop.set()
-    thread.join(30)
-    assert errors == [] and not thread.is_alive()
+    run = run_sink(isolated, writer, metrics)
+    items = unlabeled_outcomes(tag, 120)
+    produce_outcomes(isolated, items)
+    eventually(lambda: metrics.get("sink_paused") == 1, what="the sink to pause")
+    eventually(lambda: count_outcomes(isolated, tag) == 120, what="120 rows")
+    run.halt(30)
+    assert run.errors == []
     assert metrics.get("sink_retries_total") >= 5
     assert metrics.get("sink_paused") == 0
-    assert committed(isolated) == 120  # every offset, and only after the rows were in
+    assert sink_committed(isolated) == 120  # every offset, and only after the rows were in
 
 
 def test_stopping_during_an_outage_commits_nothing_and_a_restart_writes_it_all(
@@ -139,20 +68,18 @@ def test_stopping_during_an_outage_commits_nothing_and_a_restart_writes_it_all(
     metrics = Metrics()
     writer = FlakyWriter(isolated, metrics)
     writer.down.set()
-    stop, thread, errors = run_sink(isolated, writer, metrics)
-    produce(isolated, outcomes(tag, 40))
-    wait_for(lambda: metrics.get("sink_retries_total") >= 3)
-    stop.set()
-    thread.join(30)
-    assert errors == [] and not thread.is_alive()
-    assert count(isolated, tag) == 0 and committed(isolated) == 0
+    run = run_sink(isolated, writer, metrics)
+    produce_outcomes(isolated, unlabeled_outcomes(tag, 40))
+    eventually(lambda: metrics.get("sink_retries_total") >= 3, what="three retries")
+    run.halt(30)
+    assert run.errors == []
+    assert count_outcomes(isolated, tag) == 0 and sink_committed(isolated) == 0
 
     metrics = Metrics()
-    stop, thread, errors = run_sink(isolated, FlakyWriter(isolated, metrics), metrics)
-    wait_for(lambda: count(isolated, tag) == 40)
-    stop.set()
-    thread.join(30)
-    assert errors == [] and committed(isolated) == 40
+    run = run_sink(isolated, FlakyWriter(isolated, metrics), metrics)
+    eventually(lambda: count_outcomes(isolated, tag) == 40, what="40 rows")
+    run.halt(30)
+    assert run.errors == [] and sink_committed(isolated) == 40
 
 
 def test_the_stored_contribution_equals_the_one_computed_in_python(isolated: Settings) -> None:

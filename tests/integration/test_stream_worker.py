@@ -5,13 +5,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipeline.config import Settings
@@ -19,9 +18,16 @@ from pipeline.stream.config import StreamSettings
 from pipeline.stream.errors import TopicsError, WorkerCrashedError
 from pipeline.stream.runner import Worker
 from pipeline.stream.sink import sink_group
-from pipeline.warehouse.client import connect
 from schemas import DeadLetter, EMLabel, InferenceEvent, Message, Outcome, UserFeedback
 from schemas.examples import inference_event
+from tests.integration._stream import RunningWorker, start_worker
+from tests.integration.support import (
+    committed_offsets,
+    eventually,
+    query,
+    read_topic,
+    with_prefix,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,56 +39,11 @@ FAST = StreamSettings(
     sink_retry_initial_s=0.05,
     shutdown_timeout_s=20.0,
 )
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], timeout_s: float = 45.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what or probe}")
-
-
-@dataclass
-class Running:
-    settings: Settings
-    worker: Worker
-    stop: threading.Event
-    thread: threading.Thread
-    errors: list[BaseException]
-
-    def halt(self) -> None:
-        self.stop.set()
-        self.thread.join(60)
-        assert not self.thread.is_alive(), "the worker did not stop"
-
-
-def start(settings: Settings, stream: StreamSettings = FAST, **kw: Any) -> Running:
-    worker = Worker(settings, stream, **kw)
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            worker.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 90
-    while not worker.ready.wait(0.2):
-        assert not errors, errors
-        assert time.monotonic() < deadline, "the worker did not start"
-    return Running(settings, worker, stop, thread, errors)
 
 
 @pytest.fixture
-def running(isolated: Settings) -> Iterator[Running]:
-    run = start(isolated)
+def running(isolated: Settings) -> Iterator[RunningWorker]:
+    run = start_worker(isolated, FAST)
     yield run
     run.halt()
     assert run.errors == []
@@ -105,40 +66,6 @@ def produce(settings: Settings, *messages: Message | tuple[str, bytes | None, by
     assert producer.flush(30) == 0
 
 
-def read_topic(settings: Settings, name: str) -> list[Any]:
-    """Every record of a topic up to its end offsets now."""
-    topic = settings.topic(name)
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": f"check-{uuid.uuid4().hex}"})
-    got: list[Any] = []
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1] for p in partitions
-        }
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        todo = {p for p, end in ends.items() if end > 0}
-        deadline = time.monotonic() + 30
-        while todo and time.monotonic() < deadline:
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error() is not None:
-                continue
-            got.append(msg)
-            if msg.offset() + 1 >= ends[msg.partition()]:
-                todo.discard(msg.partition())
-        assert not todo, f"could not read {topic} to its end"
-    finally:
-        consumer.close()
-    return got
-
-
-def rows(settings: Settings, sql: str, **params: Any) -> list[tuple[Any, ...]]:
-    client = connect(settings)
-    try:
-        return list(client.query(sql, parameters=params).result_rows)
-    finally:
-        client.close()
-
-
 def final_outcome(settings: Settings, request_id: str, version: int) -> tuple[Any, ...]:
     sql = (
         "SELECT version, labeled, em, em_full, feedback_count, negative_feedback, checkpoints "
@@ -146,7 +73,7 @@ def final_outcome(settings: Settings, request_id: str, version: int) -> tuple[An
     )
 
     def probe() -> tuple[Any, ...] | None:
-        found = rows(settings, sql, rid=request_id)
+        found = query(settings, sql, rid=request_id)
         return found[0] if found and found[0][0] >= version else None
 
     return eventually(probe, what=f"outcome {request_id} v{version}")
@@ -163,31 +90,32 @@ def request(tag: str) -> tuple[InferenceEvent, EMLabel, UserFeedback]:
     return event, label, thumbs
 
 
-def test_in_order_join_lands_in_clickhouse(running: Running) -> None:
+def test_in_order_join_lands_in_clickhouse(running: RunningWorker) -> None:
     event, label, thumbs = request("inorder")
     # Order across topics is not defined: wait for the join before the feedback.
     produce(running.settings, event, label)
     assert final_outcome(running.settings, event.request_id, 2)[:3] == (2, True, True)
     produce(running.settings, thumbs)
     assert final_outcome(running.settings, event.request_id, 3) == (3, True, True, True, 1, 1, 3)
-    points = rows(
+    points = query(
         running.settings,
         "SELECT idx, tokens, em FROM trajectory_points FINAL WHERE request_id = %(r)s ORDER BY idx",
         r=event.request_id,
     )
     assert points == [(0, 16, False), (1, 32, True), (2, 57, True)]
     versions = sorted(
-        Outcome.from_bytes(m.value()).version for m in read_topic(running.settings, "outcomes")
+        Outcome.from_bytes(m.value()).version
+        for m in read_topic(running.settings.kafka, "outcomes")
     )
     assert versions == [2, 3]
 
 
-def test_out_of_order_and_duplicated_inputs_give_the_same_outcome(running: Running) -> None:
+def test_out_of_order_and_duplicated_inputs_give_the_same_outcome(running: RunningWorker) -> None:
     event, label, thumbs = request("shuffled")
     produce(running.settings, thumbs, label, thumbs, label, event, event, thumbs)
     assert final_outcome(running.settings, event.request_id, 3) == (3, True, True, True, 1, 1, 3)
     time.sleep(2)  # give a wrongly counted duplicate time to show up
-    count = rows(
+    count = query(
         running.settings,
         "SELECT count() FROM outcomes WHERE request_id = %(r)s",
         r=event.request_id,
@@ -195,7 +123,7 @@ def test_out_of_order_and_duplicated_inputs_give_the_same_outcome(running: Runni
     assert count == [(1,)]  # only v3: the event came last, so nothing was emitted before
 
 
-def test_unlabeled_requests_expire_and_orphans_are_counted(running: Running) -> None:
+def test_unlabeled_requests_expire_and_orphans_are_counted(running: RunningWorker) -> None:
     event, _, thumbs = request("unlabeled")
     _, orphan_label, _ = request("orphan")
     produce(running.settings, event, thumbs, orphan_label)
@@ -206,13 +134,13 @@ def test_unlabeled_requests_expire_and_orphans_are_counted(running: Running) -> 
     )
 
 
-def test_malformed_input_is_dead_lettered_and_consumption_goes_on(running: Running) -> None:
+def test_malformed_input_is_dead_lettered_and_consumption_goes_on(running: RunningWorker) -> None:
     produce(running.settings, ("em-labels", b"k1", b"\x00not json"), ("user-feedback", None, b"{}"))
     event, label, _ = request("after-junk")
     produce(running.settings, event, label)
     final_outcome(running.settings, event.request_id, 2)
     letters = [
-        DeadLetter.from_bytes(m.value()) for m in read_topic(running.settings, "dead-letters")
+        DeadLetter.from_bytes(m.value()) for m in read_topic(running.settings.kafka, "dead-letters")
     ]
     by_topic = {letter.source_topic: letter for letter in letters}
     bad = by_topic[running.settings.topic("em-labels")]
@@ -220,7 +148,7 @@ def test_malformed_input_is_dead_lettered_and_consumption_goes_on(running: Runni
     assert by_topic[running.settings.topic("user-feedback")].error_kind == "validate"
     counted = eventually(
         lambda: (
-            rows(
+            query(
                 running.settings,
                 "SELECT sum(records) FROM dead_letter_counts WHERE source_topic LIKE %(p)s",
                 p=running.settings.kafka.topic_prefix + "%",
@@ -242,7 +170,7 @@ def test_outcomes_land_exactly_once_even_after_a_full_replay(isolated: Settings)
     requests = [request(f"once{i}") for i in range(30)]
     # A long window: entries must still be open when the replay re-reads the inputs.
     stream = FAST.model_copy(update={"join_window_s": 600.0})
-    run = start(isolated, stream)
+    run = start_worker(isolated, stream)
     produce(isolated, *[m for trio in requests for m in trio])
     for event, _, _ in requests:
         final_outcome(isolated, event.request_id, 3)
@@ -250,12 +178,12 @@ def test_outcomes_land_exactly_once_even_after_a_full_replay(isolated: Settings)
     assert run.errors == []
     ids = [event.request_id for event, _, _ in requests]
     count_sql = "SELECT count() FROM outcomes WHERE request_id IN %(ids)s"
-    before = rows(isolated, count_sql, ids=ids)[0][0]
+    before = query(isolated, count_sql, ids=ids)[0][0]
     # Forget every committed offset: the joiner re-reads all inputs (its table
     # comes back from the changelog) and the sink re-reads every outcome.
     app_id = isolated.topic(FAST.app_id)
     _delete_groups(isolated, app_id, sink_group(isolated, FAST))
-    replay = start(isolated, stream)
+    replay = start_worker(isolated, stream)
     eventually(
         lambda: replay.worker.metrics.get("stream_records_total", topic="user-feedback") >= 30,
         what="the joiner to re-read its inputs",
@@ -267,8 +195,8 @@ def test_outcomes_land_exactly_once_even_after_a_full_replay(isolated: Settings)
     replay.halt()
     assert replay.errors == []
     assert replay.worker.metrics.total("stream_outcomes_total") == 0  # all duplicates
-    assert rows(isolated, count_sql, ids=ids)[0][0] == before
-    per_version = rows(
+    assert query(isolated, count_sql, ids=ids)[0][0] == before
+    per_version = query(
         isolated,
         "SELECT max(c) FROM (SELECT count() AS c FROM outcomes WHERE request_id IN %(ids)s "
         "GROUP BY request_id, version)",
@@ -287,7 +215,7 @@ def test_a_failing_agent_stops_the_worker_loudly(isolated: Settings) -> None:
         return datetime.now(UTC)
 
     # No sweeps, so the record's processing is the only caller of the clock.
-    run = start(isolated, FAST.model_copy(update={"sweep_interval_s": 3600.0}), clock=clock)
+    run = start_worker(isolated, FAST.model_copy(update={"sweep_interval_s": 3600.0}), clock=clock)
     broken.set()
     event, _, _ = request("crash")
     produce(isolated, event)
@@ -296,26 +224,13 @@ def test_a_failing_agent_stops_the_worker_loudly(isolated: Settings) -> None:
     assert len(run.errors) == 1 and isinstance(run.errors[0], WorkerCrashedError)
     assert "injected failure" in str(run.errors[0])
     # The failed batch was never acknowledged: a restart reads the record again.
-    assert committed_inputs(isolated, isolated.topic(FAST.app_id)) == 0
-
-
-def committed_inputs(settings: Settings, group: str) -> int:
-    """The offsets a consumer group has committed on the inference-events topic, summed."""
-    topic = settings.topic("inference-events")
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": group})
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        offsets = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
-        return sum(max(tp.offset, 0) for tp in offsets)
-    finally:
-        consumer.close()
+    group = isolated.topic(FAST.app_id)
+    assert committed_offsets(isolated, group, ("inference-events",)) == 0
 
 
 def test_inputs_with_unequal_partitions_are_refused(isolated: Settings) -> None:
     prefix = f"m{uuid.uuid4().hex[:8]}."
-    settings = isolated.model_copy(
-        update={"kafka": isolated.kafka.model_copy(update={"topic_prefix": prefix})}
-    )
+    settings = with_prefix(isolated, prefix)
     admin = AdminClient(settings.kafka.client_config())
     counts = {"inference-events": 6, "em-labels": 6, "user-feedback": 3, "outcomes": 1}
     counts["dead-letters"] = 1
@@ -327,7 +242,7 @@ def test_inputs_with_unequal_partitions_are_refused(isolated: Settings) -> None:
     assert f"{prefix}user-feedback=3" in str(caught.value)
 
 
-def test_rollups_count_each_request_once_however_many_versions(running: Running) -> None:
+def test_rollups_count_each_request_once_however_many_versions(running: RunningWorker) -> None:
     tenant = f"t{uuid.uuid4().hex[:10]}"
     segment = inference_event().segment.model_copy(update={"tenant": tenant})
     made = [request(f"rollup{i}") for i in range(4)]
@@ -343,4 +258,4 @@ def test_rollups_count_each_request_once_however_many_versions(running: Running)
         "sum(tokens_generated), sum(tokens_saved) FROM outcome_minutes WHERE tenant = %(t)s"
     )
     expected = (4, 3, 2, 2, 1, 4 * 57, 4 * (256 - 57))
-    eventually(lambda: rows(running.settings, sql, t=tenant) == [expected], what="the rollup")
+    eventually(lambda: query(running.settings, sql, t=tenant) == [expected], what="the rollup")

@@ -35,7 +35,7 @@ from pipeline.warehouse.errors import MigrationError, WarehouseUnreachableError
 from pipeline.warehouse.migrations import apply_migrations
 from pipeline.warehouse.rows import inference_event_row
 from schemas.inference import InferenceEvent, Segment
-from tests.conftest import free_port
+from tests.integration.support import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -18,25 +18,11 @@ from schemas import (
     MAX_TOKENS,
     MESSAGE_TYPES,
     InferenceEvent,
-    Message,
     Segment,
 )
-from schemas.examples import EXAMPLE_TS, example_messages, inference_event
+from schemas.examples import EXAMPLE_TS, inference_event
 from schemas.export import SCHEMA_DIR, export_all, main, render_all
-
-EXAMPLES = example_messages()
-M = TypeVar("M", bound=Message)
-
-
-def wire(message: Message) -> dict[str, Any]:
-    """The message as a JSON object, as a non-Python producer would send it."""
-    data: dict[str, Any] = json.loads(message.to_bytes())
-    return data
-
-
-def parse(cls: type[M], data: dict[str, Any]) -> M:
-    return cls.from_bytes(json.dumps(data).encode())
-
+from tests.unit._messages import EXAMPLES, parse, wire
 
 # --- round trips -------------------------------------------------------------
 

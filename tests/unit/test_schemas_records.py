@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import base64
-import json
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from schemas import DeadLetter, EMLabel, Message, Outcome, UserFeedback
-from schemas.examples import example_messages
-
-EXAMPLES = example_messages()
-M = TypeVar("M", bound=Message)
-
-
-def wire(message: Message) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(message.to_bytes())
-    return data
-
-
-def parse(cls: type[M], data: dict[str, Any]) -> M:
-    return cls.from_bytes(json.dumps(data).encode())
+from schemas import DeadLetter, EMLabel, Outcome, UserFeedback
+from tests.unit._messages import EXAMPLES, parse, wire
 
 
 def test_em_label_needs_exactly_one_of_gold_answers_or_verdict() -> None:
