@@ -18,7 +18,7 @@ Steps, each a choice that keeps the guarantee:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from pydantic import ValidationError
 
@@ -294,13 +294,30 @@ def optimize(
             results[mode, pop, epsilon] = learn_then_test(
                 curves[pop], epsilon, deltas[mode], spec.risk.p_value
             )
+
+    def result_of(mode: LoadMode, pop: str, epsilon: float) -> LttResult | None:
+        return results[mode, pop, epsilon]
+
+    return _assemble(spec, current, keys, population, curves, result_of, tests)
+
+
+def _assemble(
+    spec: PolicySpec,
+    current: PolicyBody,
+    keys: list[str],
+    population: Mapping[str, str | None],
+    curves: Mapping[str, Curve],
+    result_of: Callable[[LoadMode, str, float], LttResult | None],
+    tests: dict[LoadMode, int],
+) -> Proposal:
+    """Decide every key and mode from its population's test result; build the proposal."""
     decisions: list[SegmentDecision] = []
     segments: dict[str, SegmentPolicy] = {}
     for key in keys:
         pop = population[key]
         thresholds: dict[LoadMode, float] = {}
         for mode in MODES:
-            result = results[mode, pop, spec.epsilon(key, mode)] if pop else None
+            result = result_of(mode, pop, spec.epsilon(key, mode)) if pop else None
             now = current_threshold(current, key, mode)
             decision = _decide(key, mode, spec, curves, pop, result, now)
             decisions.append(decision)
@@ -336,39 +353,15 @@ def _optimize_anytime(spec: PolicySpec, book: CertificateBook, current: PolicyBo
         key: _anytime_population(key, book, spec.min_samples, spec.epsilon(key, "normal"))
         for key in keys
     }
-    used: dict[LoadMode, set[tuple[str, float]]] = {mode: set() for mode in MODES}
-    decisions: list[SegmentDecision] = []
-    segments: dict[str, SegmentPolicy] = {}
-    for key in keys:
-        pop = population[key]
-        thresholds: dict[LoadMode, float] = {}
-        for mode in MODES:
-            epsilon = spec.epsilon(key, mode)
-            result = None
-            if pop is not None and epsilon in book.populations[pop].states:
-                result = _anytime_result(book, pop, epsilon)
-                used[mode].add((pop, epsilon))
-            now = current_threshold(current, key, mode)
-            decision = _decide(key, mode, spec, curves, pop, result, now)
-            decisions.append(decision)
-            thresholds[mode] = decision.threshold
-        settings = spec.settings_for(key)
-        segments[key] = SegmentPolicy(
-            thresholds=thresholds,
-            min_tokens=settings.min_tokens,
-            token_budget=settings.token_budget,
-        )
-    tested = sorted({pop for pop in population.values() if pop})
-    return Proposal(
-        policy_name=spec.name,
-        body=PolicyBody(segments=segments, exploration_share=spec.exploration_share),
-        delta=spec.risk.delta,
-        split=spec.risk.split,
-        p_value=spec.risk.p_value,
-        method="anytime",
-        loss=spec.risk.loss,
-        tests={mode: len(found) for mode, found in used.items()},
-        decisions=tuple(decisions),
-        dropped=tuple(sorted(set(current.segments) - set(segments))),
-        pareto={p: pareto_points(curves[p]) for p in tested},
-    )
+    used = {
+        mode: {(p, e) for k in keys if (p := population[k]) for e in [spec.epsilon(k, mode)]}
+        for mode in MODES
+    }
+
+    def result_of(mode: LoadMode, pop: str, epsilon: float) -> LttResult | None:
+        if epsilon not in book.populations[pop].states:
+            return None
+        return _anytime_result(book, pop, epsilon)
+
+    tests = {mode: len(found) for mode, found in used.items()}
+    return _assemble(spec, current, keys, population, curves, result_of, tests)
