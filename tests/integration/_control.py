@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from pydantic import SecretStr
 
@@ -12,7 +14,18 @@ from pipeline.config import Settings
 from pipeline.node.kafka import KafkaSettings
 from pipeline.node.testing import read_acks
 from pipeline.registry.draft import Frontier, PolicyDraft, ReviewDecision
-from schemas import PolicyAck, PolicyBody, SegmentPolicy, ThresholdUpdate
+from pipeline.warehouse import rows
+from pipeline.warehouse.client import connect as ch_connect
+from schemas import (
+    Checkpoint,
+    InferenceEvent,
+    Outcome,
+    PolicyAck,
+    PolicyBody,
+    Segment,
+    SegmentPolicy,
+    ThresholdUpdate,
+)
 from tests.integration.support import read_values, run_cli
 
 
@@ -89,3 +102,77 @@ def policy_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run ``pipeline policy ARGS`` (the review commands and ``publish``) to the end."""
     return run_cli(settings, "policy", *args, env=env)
+
+
+SEGMENT = Segment(tenant="acme", task="qa", length_bucket="short")
+
+
+def outcome(
+    policy: str,
+    i: int,
+    *,
+    ts: datetime,
+    exploration: bool,
+    arm: str = "production",
+    version: int = 0,
+    em: bool = True,
+) -> Outcome:
+    rid = f"{policy}-{arm}-{exploration}-{i}-{uuid.uuid4().hex[:6]}"
+    trajectory = tuple(
+        Checkpoint(tokens=40 * (j + 1), confidence=0.97, answer="x") for j in range(4)
+    )
+    event = InferenceEvent(
+        event_id=f"e-{rid}",
+        request_id=rid,
+        node_id="node-sim",
+        ts=ts,
+        model="m",
+        segment=SEGMENT,
+        policy_name=policy,
+        policy_version=version,
+        threshold=None if exploration else 0.95,
+        arm=arm,  # type: ignore[arg-type]
+        exploration=exploration,
+        tokens_prompt=10,
+        tokens_generated=160 if exploration else 40,
+        tokens_budget=4096,
+        stop_reason="natural_end" if exploration else "confident",
+        confidence=0.97,
+        answer="x",
+        latency_ms=1.0,
+        node_load=0.5,
+        trajectory=trajectory if exploration else None,
+    )
+    return Outcome(
+        request_id=rid,
+        event=event,
+        labeled=True,
+        em=em,
+        em_full=em if exploration else None,
+        checkpoint_em=(em,) * 4 if exploration else None,
+        version=1,
+        joined_at=ts,
+    )
+
+
+def insert(settings: Settings, outcomes: list[Outcome]) -> None:
+    client = ch_connect(settings)
+    try:
+        client.insert(
+            "outcomes",
+            [rows.outcome_row(o, "test", 0, i) for i, o in enumerate(outcomes)],
+            column_names=rows.OUTCOME_COLUMNS,
+        )
+        points = [r for o in outcomes for r in rows.trajectory_rows(o)]
+        if points:
+            client.insert("trajectory_points", points, column_names=rows.TRAJECTORY_COLUMNS)
+    finally:
+        client.close()
+
+
+def exploration(
+    policy: str, n: int, *, age: timedelta = timedelta(minutes=5), em: bool = True
+) -> list[Outcome]:
+    """``n`` labeled exploration outcomes of requests made ``age`` ago."""
+    now = datetime.now(UTC)
+    return [outcome(policy, i, ts=now - age, exploration=True, em=em) for i in range(n)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +27,13 @@ from pipeline.publisher.config import ControlSettings
 from pipeline.publisher.service import Publisher
 from pipeline.registry.client import connect as mlflow_connect
 from pipeline.registry.versions import get_version, load_policy
-from pipeline.warehouse import rows
-from pipeline.warehouse.client import connect as ch_connect
-from schemas import Checkpoint, InferenceEvent, Outcome, Segment
-from tests.integration._control import policy_cli
+from tests.integration._control import exploration, insert, outcome, policy_cli
 from tests.integration.support import free_port, run_cli, write_policy_spec
 from tests.unit._optimizer_data import spec_with
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KEY = "integration-controller-key"
-SEGMENT = Segment(tenant="acme", task="qa", length_bucket="short")
 
 
 def make_spec(name: str, canary_share: float) -> PolicySpec:
@@ -46,74 +42,6 @@ def make_spec(name: str, canary_share: float) -> PolicySpec:
         auto_approve={"max_step": 0.05, "max_em_drop_bound": 0.05, "min_samples": 500},
         canary={"share": canary_share, "min_samples": 100, "max_samples": 5000, "alpha": 0.05},
     )
-
-
-def outcome(
-    policy: str,
-    i: int,
-    *,
-    ts: datetime,
-    exploration: bool,
-    arm: str = "production",
-    version: int = 0,
-    em: bool = True,
-) -> Outcome:
-    rid = f"{policy}-{arm}-{exploration}-{i}-{uuid.uuid4().hex[:6]}"
-    trajectory = tuple(
-        Checkpoint(tokens=40 * (j + 1), confidence=0.97, answer="x") for j in range(4)
-    )
-    event = InferenceEvent(
-        event_id=f"e-{rid}",
-        request_id=rid,
-        node_id="node-sim",
-        ts=ts,
-        model="m",
-        segment=SEGMENT,
-        policy_name=policy,
-        policy_version=version,
-        threshold=None if exploration else 0.95,
-        arm=arm,  # type: ignore[arg-type]
-        exploration=exploration,
-        tokens_prompt=10,
-        tokens_generated=160 if exploration else 40,
-        tokens_budget=4096,
-        stop_reason="natural_end" if exploration else "confident",
-        confidence=0.97,
-        answer="x",
-        latency_ms=1.0,
-        node_load=0.5,
-        trajectory=trajectory if exploration else None,
-    )
-    return Outcome(
-        request_id=rid,
-        event=event,
-        labeled=True,
-        em=em,
-        em_full=em if exploration else None,
-        checkpoint_em=(em,) * 4 if exploration else None,
-        version=1,
-        joined_at=ts,
-    )
-
-
-def insert(settings: Settings, outcomes: list[Outcome]) -> None:
-    client = ch_connect(settings)
-    try:
-        client.insert(
-            "outcomes",
-            [rows.outcome_row(o, "test", 0, i) for i, o in enumerate(outcomes)],
-            column_names=rows.OUTCOME_COLUMNS,
-        )
-        points = [r for o in outcomes for r in rows.trajectory_rows(o)]
-        if points:
-            client.insert("trajectory_points", points, column_names=rows.TRAJECTORY_COLUMNS)
-    finally:
-        client.close()
-
-
-def exploration(policy: str, n: int) -> list[Outcome]:
-    now = datetime.now(UTC)
-    return [outcome(policy, i, ts=now - timedelta(minutes=5), exploration=True) for i in range(n)]
 
 
 @pytest.fixture
