@@ -331,7 +331,7 @@ def main() -> None:
     parser.add_argument("--sweep-seeds", type=int, default=20)
     parser.add_argument("--cycles", type=int, default=20, help="repeated cycles per seed")
     parser.add_argument("--per-segment", type=int, default=1000, help="new samples per cycle")
-    parser.add_argument("--cycle-seeds", type=int, default=10, help="seeds of repeated cycles")
+    parser.add_argument("--cycle-seeds", type=int, default=5, help="seeds of repeated cycles")
     parser.add_argument("--quick", action="store_true", help="10 seeds, 5,000 held out, no sweep")
     add_json_argument(parser)
     args = parser.parse_args()
