@@ -41,6 +41,7 @@ from schemas.inference import (
     Checkpoint,
     InferenceEvent,
     Segment,
+    length_bucket,
     segment_ancestors,
 )
 from schemas.labels import EMLabel, UserFeedback
@@ -48,6 +49,7 @@ from schemas.outcome import Outcome
 from schemas.policy import PolicyBody, SegmentPolicy
 from schemas.registry import MESSAGE_TYPES
 from schemas.signing import hmac_sign, hmac_verify
+from schemas.trajectory import TrajectoryRecord, segment_from_key
 
 __all__ = [
     "GLOBAL_SEGMENT",
@@ -78,6 +80,7 @@ __all__ = [
     "StopReason",
     "ThresholdUpdate",
     "Timestamp",
+    "TrajectoryRecord",
     "TokenBudget",
     "TokenCount",
     "UserFeedback",
@@ -85,5 +88,7 @@ __all__ = [
     "canonical_body_bytes",
     "hmac_sign",
     "hmac_verify",
+    "length_bucket",
     "segment_ancestors",
+    "segment_from_key",
 ]

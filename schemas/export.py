@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from schemas.registry import MESSAGE_TYPES
+from schemas.trajectory import FILE_TYPES
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "json"
 """Where the committed schemas live."""
@@ -29,7 +30,7 @@ _SUFFIX = ".schema.json"
 def render_all() -> dict[str, str]:
     """Return the text of every schema file, by file name."""
     rendered: dict[str, str] = {}
-    for name, model in MESSAGE_TYPES.items():
+    for name, model in {**MESSAGE_TYPES, **FILE_TYPES}.items():
         schema = {"$schema": _DIALECT, **model.model_json_schema(mode="validation")}
         text = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False)
         rendered[f"{name}{_SUFFIX}"] = text + "\n"

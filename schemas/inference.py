@@ -24,6 +24,9 @@ from schemas._types import (
     TokenCount,
 )
 
+LENGTH_BUCKET_EDGES = (128, 768)
+"""Prompt tokens where ``medium`` and ``long`` start: below 128 is short, 768 on is long."""
+
 GLOBAL_SEGMENT = "global"
 """The key of the policy that applies when no more specific segment matches."""
 
@@ -41,6 +44,15 @@ def segment_ancestors(key: str) -> tuple[str, ...]:
     if len(parts) == 3:
         return (key, parts[1], GLOBAL_SEGMENT)
     return (key, GLOBAL_SEGMENT)
+
+
+def length_bucket(prompt_tokens: int) -> LengthBucket:
+    """The length bucket of a prompt of ``prompt_tokens`` tokens (the one rule; see the edges)."""
+    if prompt_tokens < LENGTH_BUCKET_EDGES[0]:
+        return "short"
+    if prompt_tokens < LENGTH_BUCKET_EDGES[1]:
+        return "medium"
+    return "long"
 
 
 class Segment(Part):
@@ -130,7 +142,10 @@ class InferenceEvent(Message):
     tokens_prompt: TokenCount
     """Prompt length in tokens."""
     tokens_generated: TokenCount
-    """Tokens generated before stopping."""
+    """Tokens generated before stopping (the answer's tokens; probes not included)."""
+    tokens_probe: TokenCount = 0
+    """Tokens spent on confidence probes (trial answers at checkpoints): a cost of
+    early stopping, netted out of every saving. 0 for engines whose confidence is free."""
     tokens_budget: TokenBudget
     """Generation budget in tokens."""
     stop_reason: StopReason
