@@ -32,6 +32,7 @@ class ScenarioOpt(StrEnum):
 
     standard = "standard"
     drift = "drift"
+    reasoning = "reasoning"
 
 
 @sim_app.callback()

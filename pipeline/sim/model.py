@@ -22,6 +22,13 @@ The story of a request, per segment spec:
   over- or under-confident per segment.
 - The full-generation answer is the last checkpoint's, so final correctness
   is tied to the same process.
+
+Segments with a :class:`~pipeline.sim.scenario.ChainSpec` (the ``reasoning``
+scenario) tell the story of a reasoning model instead: the whole chain's
+length is drawn first and the answer is found at a fraction of it; the first
+answer found may be wrong and corrected later, or right and argued away later
+(overthinking); confidence climbs over a few hundred tokens once an answer is
+held. See ``docs/reasoning-scenario.md``.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from pipeline.sim.answers import correct_form, gold_answer, wrong_answer
-from pipeline.sim.scenario import Scenario, SegmentSpec
+from pipeline.sim.scenario import ChainSpec, Scenario, SegmentSpec
 from schemas import Checkpoint, Segment
 
 MAX_SIM_TOKENS = 2048
@@ -54,6 +61,15 @@ _LOSE = 0.03
 _REGAIN = 0.6
 _WRONG_PERSISTS = 0.6
 _PROMPT_TOKENS = {"short": (16, 128), "medium": (128, 768), "long": (768, 3072)}
+# Chains of thought (segments with a ChainSpec), logit scale: confidence is low
+# before the answer is found and rises as it nears (a lookahead), then climbs
+# towards a high level while a right answer is held and a middling one while a
+# wrong answer is: informative and roughly calibrated, never a perfect signal.
+_CHAIN_PRE = -2.8
+_CHAIN_LOOK = 1.2
+_CHAIN_RIGHT = 3.2
+_CHAIN_WRONG = 0.3
+_CHAIN_SLIP = 0.01
 
 
 def request_rng(seed: int, index: int, stream: str) -> random.Random:
@@ -88,6 +104,8 @@ def sample_latent(spec: SegmentSpec, every: int, budget: int, rng: random.Random
     The draws are sequential, so the same ``rng`` state with a larger budget
     gives the same prefix: a budget only cuts a trajectory short.
     """
+    if spec.chain is not None:
+        return _sample_chain(spec, spec.chain, every, budget, rng)
     d = spec.difficulty
     scale = spec.find_tokens * (1.0 + d)
     solvable = rng.random() < 0.97 - 0.55 * d
@@ -136,6 +154,74 @@ def sample_latent(spec: SegmentSpec, every: int, budget: int, rng: random.Random
         natural_end=end_len <= budget,
         found_at=found_at,
     )
+
+
+def _sample_chain(
+    spec: SegmentSpec, chain: ChainSpec, every: int, budget: int, rng: random.Random
+) -> Latent:
+    """Draw one long chain of thought (see :class:`~pipeline.sim.scenario.ChainSpec`).
+
+    Every random draw but the per-checkpoint ones comes first, and each
+    checkpoint draws the same two numbers, so a budget only cuts the chain.
+    """
+    d = spec.difficulty
+    gauss, uniform, exp = rng.gauss, rng.random, math.exp
+    solvable = uniform() < 0.98 - 0.5 * d
+    length = chain.length_tokens * (1.0 + 0.5 * d) * exp(0.45 * gauss())
+    logit = math.log(chain.found_fraction / (1.0 - chain.found_fraction))
+    share = 1.0 / (1.0 + exp(-(logit + chain.fraction_sd * gauss())))
+    first_right = uniform() < chain.first_right - 0.15 * d
+    overthink = uniform() < chain.overthink * (1.0 + d)
+    corrects = uniform() < chain.self_correct * (1.0 - 0.5 * d)
+    turn = uniform()
+    if solvable:
+        found_at = share * length
+    else:
+        # Without the answer the model keeps exploring: most budget stops are these.
+        found_at, length = math.inf, 1.6 * length
+    # The second thought (an overthought right answer, or a corrected wrong one) comes
+    # somewhere in what is left of the chain after the answer is first found.
+    flip_at = found_at + turn * (length - found_at) if solvable else math.inf
+    flips = overthink if first_right else corrects
+    end_len = max(every, min(int(length), chain.max_tokens))
+    end = min(end_len, budget)
+    offset = _BASE + spec.conf_bias + _REQUEST_SD * gauss()
+    pre_scale = chain.length_tokens * (1.0 + 0.5 * d) * chain.found_fraction
+    innovation = _NOISE_SD * math.sqrt(1.0 - _NOISE_RHO**2)
+
+    points = [*range(every, end, every), end]
+    confidence: list[float] = []
+    correct: list[bool] = []
+    noise = _NOISE_SD * gauss()
+    start = _CHAIN_PRE + _CHAIN_LOOK * min(found_at / pre_scale, 1.0)  # the level when found
+    for t in points:
+        noise = _NOISE_RHO * noise + innovation * gauss()
+        u = uniform()
+        if t < found_at:
+            right = u < _GUESS
+            level = _CHAIN_PRE + _CHAIN_LOOK * min(t / pre_scale, 1.0)
+        else:
+            second = flips and t >= flip_at
+            right = (first_right != second) and u >= _CHAIN_SLIP
+            # Confidence climbs from where it was towards the level of the answer now held.
+            since, before = (flip_at, _level(first_right)) if second else (found_at, start)
+            climb = min(1.0, (t - since) / chain.ramp_tokens)
+            level = before + (_level(right) - before) * climb
+        z = offset + level + noise
+        conf = 1.0 / (1.0 + exp(-z))
+        confidence.append(round(0.0001 if conf < 0.0001 else min(conf, 0.9999), 4))
+        correct.append(right)
+    return Latent(
+        tokens=tuple(points),
+        confidence=tuple(confidence),
+        correct=tuple(correct),
+        natural_end=end_len <= budget,
+        found_at=found_at,
+    )
+
+
+def _level(right: bool) -> float:
+    return _CHAIN_RIGHT if right else _CHAIN_WRONG
 
 
 @dataclass(frozen=True, slots=True)

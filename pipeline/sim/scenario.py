@@ -13,12 +13,43 @@ from typing import Literal
 
 from schemas import LengthBucket, Segment
 
-ScenarioName = Literal["standard", "drift"]
+ScenarioName = Literal["standard", "drift", "reasoning"]
 Task = Literal["qa", "math", "extract"]
 
 TENANTS: tuple[str, ...] = ("acme", "globex")
 TASKS: tuple[Task, ...] = ("qa", "math", "extract")
 BUCKETS: tuple[LengthBucket, ...] = ("short", "medium", "long")
+
+
+@dataclass(frozen=True, slots=True)
+class ChainSpec:
+    """The shape of a long chain of thought, for reasoning-model segments.
+
+    With a chain spec the model draws the whole chain's length first and puts
+    the moment the answer is found at a fraction of it; without one (the
+    ``standard`` and ``drift`` scenarios) it keeps its original story.
+
+    Attributes:
+        length_tokens: Median natural length of a solvable request's chain, at difficulty 0.
+        found_fraction: Median share of the chain generated before the answer is found.
+        fraction_sd: Spread of that share (standard deviation on the logit scale).
+        first_right: Chance that the first answer found is the right one (at difficulty 0).
+        overthink: Chance that a right answer is later argued away and stays wrong (at
+            difficulty 0).
+        self_correct: Chance that a wrong first answer is corrected later in the chain (at
+            difficulty 0).
+        ramp_tokens: Tokens over which confidence climbs after an answer is found.
+        max_tokens: Longest natural chain (the budget usually cuts first).
+    """
+
+    length_tokens: float
+    found_fraction: float
+    fraction_sd: float = 0.7
+    first_right: float = 0.9
+    overthink: float = 0.06
+    self_correct: float = 0.4
+    ramp_tokens: float = 384.0
+    max_tokens: int = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +65,7 @@ class SegmentSpec:
         conf_bias: Logit offset of confidence; above 0 over-confident, below 0 under-confident.
         find_tokens: Median tokens before the answer is found, at difficulty 0.
         token_budget: Budget the scenario's policy is expected to set.
+        chain: Long chain-of-thought shape (reasoning models); None keeps the standard story.
     """
 
     tenant: str
@@ -44,6 +76,7 @@ class SegmentSpec:
     conf_bias: float
     find_tokens: float
     token_budget: int
+    chain: ChainSpec | None = None
 
     @property
     def key(self) -> str:
@@ -163,6 +196,51 @@ def standard_segments() -> tuple[SegmentSpec, ...]:
     return tuple(specs)
 
 
+# The reasoning fleet (docs/reasoning-scenario.md has the sources): chains of
+# 1k-8k tokens whose answer is found at a fraction of the chain, median 40-55%
+# by task (DEER; Liu & Wang 2025); math over-confident as in the standard
+# fleet, qa and extraction near calibrated. Task: (difficulty, conf_bias,
+# chain tokens, found fraction, overthink); bucket: (difficulty, chain scale, budget).
+_R_TASK = {
+    "qa": (0.15, 0.05, 1400.0, 0.45, 0.05),
+    "math": (0.35, 0.30, 2800.0, 0.55, 0.07),
+    "extract": (0.20, 0.00, 1100.0, 0.40, 0.04),
+}
+_R_BUCKET = {"short": (0.00, 1.0, 4096), "medium": (0.08, 1.3, 6144), "long": (0.15, 1.7, 8192)}
+REASONING_CHECKPOINT_EVERY = 64
+"""Tokens between checkpoints of the reasoning fleet: 8192 tokens make 128 points."""
+
+
+def reasoning_segments() -> tuple[SegmentSpec, ...]:
+    """The 18 segments of a fleet serving a reasoning model: long chains of thought."""
+    specs = []
+    for tenant in TENANTS:
+        t_diff, t_bias, t_weight = _TENANT[tenant]
+        for task in TASKS:
+            k_diff, k_bias, chain_tokens, fraction, overthink = _R_TASK[task]
+            for bucket in BUCKETS:
+                b_diff, b_scale, budget = _R_BUCKET[bucket]
+                chain = ChainSpec(
+                    length_tokens=chain_tokens * b_scale,
+                    found_fraction=fraction,
+                    overthink=overthink,
+                )
+                specs.append(
+                    SegmentSpec(
+                        tenant=tenant,
+                        task=task,
+                        bucket=bucket,
+                        weight=t_weight * (2.0 if bucket == "short" else 1.0),
+                        difficulty=round(k_diff + t_diff + b_diff, 3),
+                        conf_bias=round(k_bias + t_bias, 3),
+                        find_tokens=round(chain.length_tokens * fraction, 1),
+                        token_budget=budget,
+                        chain=chain,
+                    )
+                )
+    return tuple(specs)
+
+
 DRIFT_SEGMENT = "acme/qa/short"
 """The segment the ``drift`` scenario makes harder: a busy, easy one, so it shows."""
 
@@ -173,13 +251,22 @@ def scenario(
     """Build a named scenario.
 
     Args:
-        name: ``"standard"`` (stationary) or ``"drift"``.
+        name: ``"standard"`` (stationary; the default, and the one ratio figures
+            use), ``"drift"``, or ``"reasoning"`` (a stationary fleet of long
+            chains of thought, see ``docs/reasoning-scenario.md``).
         drift_at: For ``"drift"``: the index of the first drifted request.
         drift_segment: For ``"drift"``: the segment key that gets harder.
 
     Raises:
         KeyError: if ``drift_segment`` is not a segment of the scenario.
     """
+    if name == "reasoning":
+        return Scenario(
+            name=name,
+            segments=reasoning_segments(),
+            checkpoint_every=REASONING_CHECKPOINT_EVERY,
+            model="sim-reasoner-v1",
+        )
     segments = standard_segments()
     if name == "standard":
         return Scenario(name=name, segments=segments)
