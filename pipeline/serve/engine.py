@@ -249,6 +249,14 @@ class LlamaEngine:
         else:
             reason = "budget"
         final = last if reason == "confident" and last is not None else self.probe()
+        if plan.exploration and not points:
+            # Ended before its first checkpoint: the contract wants one point at least,
+            # and the answer at the end is what every threshold would have served.
+            points.append(
+                Checkpoint(
+                    tokens=generated, confidence=final.confidence, answer=final.answer[:1024]
+                )
+            )
         body = "".join(text)
         if reason == "confident":
             suffix = f"{self.inducer} {final.answer}"

@@ -15,3 +15,7 @@ class PromptTooLongError(PipelineError):
 
 class GenerationCancelled(PipelineError):  # noqa: N818 - a signal, not a failure
     """The client went away; the slot is freed without an event."""
+
+
+class QueueFullError(PipelineError):
+    """Every slot is busy and the queue is full (HTTP 503): retry later."""
