@@ -24,7 +24,17 @@ err_console = Console(stderr=True)
 
 def _register() -> None:
     # Commands live in small modules; importing them registers them on `app`.
-    from pipeline.cli import demo, optimize, policy, sim, smoke, stack, stream, warehouse  # noqa: F401
+    from pipeline.cli import (  # noqa: F401
+        demo,
+        optimize,
+        policy,
+        serve,
+        sim,
+        smoke,
+        stack,
+        stream,
+        warehouse,
+    )
 
 
 def main() -> None:
