@@ -31,18 +31,18 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.optimizer.curve import ExplorationBatch
+from pipeline.optimizer.curve import ExplorationBatch, probe_cost
 
-Item = tuple[list[int], list[float], list[bool], bool, int, float | None]
+Item = tuple[list[int], list[float], list[bool], bool, int, float | None, int]
 """One request: tokens, confidences and trial-answer EM per checkpoint, full EM,
-full tokens, request time (or None)."""
+full tokens, request time (or None), tokens one probe cost."""
 
 _EXPLORATION_SQL = """
 SELECT t.tenant, t.task, t.length_bucket, t.request_id, t.idx, t.tokens, t.confidence,
-       t.em, o.em, o.tokens_generated, o.model, o.ts
+       t.em, o.em, o.tokens_generated, o.tokens_probe, o.model, o.ts
 FROM trajectory_points AS t FINAL
 INNER JOIN (
-    SELECT request_id, em, tokens_generated, model, ts
+    SELECT request_id, em, tokens_generated, tokens_probe, model, ts
     FROM outcomes FINAL
     WHERE policy_name = {policy:String} AND exploration AND labeled AND em IS NOT NULL
       AND ts >= {since:DateTime64(3, 'UTC')}
@@ -55,10 +55,10 @@ ORDER BY t.request_id, t.idx
 # interval of request time, so consecutive cycles read each request once.
 _NEW_EXPLORATION_SQL = """
 SELECT t.tenant, t.task, t.length_bucket, t.request_id, t.idx, t.tokens, t.confidence,
-       t.em, o.em, o.tokens_generated, o.ts
+       t.em, o.em, o.tokens_generated, o.tokens_probe, o.ts
 FROM trajectory_points AS t FINAL
 INNER JOIN (
-    SELECT request_id, em, tokens_generated, ts
+    SELECT request_id, em, tokens_generated, tokens_probe, ts
     FROM outcomes FINAL
     WHERE policy_name = {policy:String} AND exploration AND labeled AND em IS NOT NULL
       AND ts > {after:DateTime64(3, 'UTC')} AND ts <= {until:DateTime64(3, 'UTC')}
@@ -82,34 +82,38 @@ def batches_from_rows(rows: Iterable[Sequence[Any]]) -> dict[str, ExplorationBat
     """Pack exploration rows, sorted by request and checkpoint, into one ExplorationBatch per key.
 
     A row is ``(tenant, task, bucket, request_id, idx, tokens, confidence, em,
-    full_em, full_tokens)``, optionally followed by the request time (a datetime),
-    which becomes the batch's ``arrival``.
+    full_em, full_tokens)``, optionally followed by the request's probe tokens
+    (its total; one probe costs that over its checkpoints) and then the request
+    time (a datetime), which becomes the batch's ``arrival``.
     """
     per_key: dict[str, list[Item]] = {}
     current: str | None = None
     tokens: list[int] = []
     conf: list[float] = []
     correct: list[bool | None] = []
-    head: tuple[str, bool, int, float | None] = ("", False, 0, None)
+    head: tuple[str, bool, int, float | None, int] = ("", False, 0, None, 0)
 
     def flush() -> None:
         if current is None or not tokens:
             return
-        key, full_em, full_tokens, arrival = head
+        key, full_em, full_tokens, arrival, probe_total = head
         if any(c is None for c in correct) and full_em:
             return
         # A stored trajectory may not reach the end; the end is never an early stop.
         full = max(full_tokens, tokens[-1])
         flags = [bool(c) for c in correct]  # unknown (None) after a negative verdict: wrong
-        per_key.setdefault(key, []).append((tokens, conf, flags, full_em, full, arrival))
+        probe = probe_cost(probe_total, len(tokens))
+        per_key.setdefault(key, []).append((tokens, conf, flags, full_em, full, arrival, probe))
 
     for row in rows:
         tenant, task, bucket, request_id, _idx, tok, confidence, em, full_em, full_tokens = row[:10]
         if request_id != current:
             flush()
             current, tokens, conf, correct = request_id, [], [], []
-            arrival = row[10].timestamp() if len(row) > 10 else None
-            head = (f"{tenant}/{task}/{bucket}", bool(full_em), int(full_tokens), arrival)
+            probe_total = int(row[10]) if len(row) > 10 else 0
+            arrival = row[11].timestamp() if len(row) > 11 else None
+            key = f"{tenant}/{task}/{bucket}"
+            head = (key, bool(full_em), int(full_tokens), arrival, probe_total)
         tokens.append(int(tok))
         conf.append(min(max(float(confidence), 0.0), 1.0))  # Float32 storage may overshoot 1.0
         correct.append(None if em is None else bool(em))
@@ -121,17 +125,17 @@ def newest_model_only(rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
     """Keep, per segment key, the rows of the model that served its newest request.
 
     A row is ``(tenant, task, bucket, request_id, idx, tokens, confidence, em,
-    full_em, full_tokens, model, ts)``; the result drops ``model`` and ``ts``,
-    ready for :func:`batches_from_rows`, in the same order.
+    full_em, full_tokens, tokens_probe, model, ts)``; the result drops ``model``
+    and ``ts``, ready for :func:`batches_from_rows`, in the same order.
     """
     rows = list(rows)
     newest: dict[tuple[Any, Any, Any], tuple[Any, Any]] = {}
     for row in rows:
-        key, model, ts = (row[0], row[1], row[2]), row[10], row[11]
+        key, model, ts = (row[0], row[1], row[2]), row[11], row[12]
         seen = newest.get(key)
         if seen is None or ts > seen[1] or (ts == seen[1] and model > seen[0]):
             newest[key] = (model, ts)
-    return [row[:10] for row in rows if newest[row[0], row[1], row[2]][0] == row[10]]
+    return [row[:11] for row in rows if newest[row[0], row[1], row[2]][0] == row[11]]
 
 
 def _pack(items: list[Item]) -> ExplorationBatch:
@@ -141,7 +145,7 @@ def _pack(items: list[Item]) -> ExplorationBatch:
     confidence = np.zeros((n, k), dtype=np.float64)
     correct = np.zeros((n, k), dtype=np.bool_)
     length = np.zeros(n, dtype=np.int64)
-    for i, (tok, conf, flags, _, _, _) in enumerate(items):
+    for i, (tok, conf, flags, _, _, _, _) in enumerate(items):
         m = len(tok)
         tokens[i, :m], confidence[i, :m], correct[i, :m], length[i] = tok, conf, flags, m
     return ExplorationBatch(
@@ -155,6 +159,9 @@ def _pack(items: list[Item]) -> ExplorationBatch:
             np.array([t[5] for t in items], dtype=np.float64)
             if all(t[5] is not None for t in items)
             else None
+        ),
+        probe_tokens=(
+            np.array([t[6] for t in items], dtype=np.int64) if any(t[6] for t in items) else None
         ),
     )
 

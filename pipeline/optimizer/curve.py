@@ -43,6 +43,7 @@ class Trajectory:
         correct: Whether the trial answer at each checkpoint was right.
         full_correct: Whether the answer of the full generation was right.
         full_tokens: Tokens of the full generation (at least the last checkpoint's).
+        probe_tokens: Tokens one confidence probe costs (0 when confidence is free).
     """
 
     tokens: tuple[int, ...]
@@ -50,6 +51,7 @@ class Trajectory:
     correct: tuple[bool, ...]
     full_correct: bool
     full_tokens: int
+    probe_tokens: int = 0
 
 
 def trajectory_from_outcome(outcome: Outcome) -> Trajectory | None:
@@ -66,7 +68,13 @@ def trajectory_from_outcome(outcome: Outcome) -> Trajectory | None:
         # An exploration request ran to its end, so its final answer is the full one.
         full_correct=outcome.em,
         full_tokens=event.tokens_generated,
+        probe_tokens=probe_cost(event.tokens_probe, len(event.trajectory)),
     )
+
+
+def probe_cost(tokens_probe: int, checkpoints: int) -> int:
+    """Tokens one probe cost on an exploration request that probed every checkpoint."""
+    return round(tokens_probe / checkpoints) if checkpoints else 0
 
 
 def _frozen(array: npt.NDArray[np.generic]) -> None:
@@ -95,6 +103,10 @@ class ExplorationBatch:
     arrival: FloatArray | None = None
     """Request time of each row (seconds, any origin), when known: pooled populations
     interleave their segments' rows in this order (see ``pipeline.optimizer.certify``)."""
+    probe_tokens: IntArray | None = None
+    """Tokens one confidence probe costs, per row (None: confidence is free). A rule that
+    can stop early probes every checkpoint from ``min_tokens`` on until it stops, so
+    :func:`evaluate` charges that cost to every threshold below 1.0."""
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -110,6 +122,8 @@ class ExplorationBatch:
             self.full_correct,
         ):
             _frozen(array)
+        if self.probe_tokens is not None:
+            _frozen(self.probe_tokens)
 
     def _problem(self) -> str | None:
         n, k = self.tokens.shape if self.tokens.ndim == 2 else (-1, -1)
@@ -117,6 +131,10 @@ class ExplorationBatch:
             return "tokens, confidence and correct must be 2-D arrays of one shape"
         if self.arrival is not None and self.arrival.shape != (n,):
             return "arrival needs one entry per row"
+        if self.probe_tokens is not None and (
+            self.probe_tokens.shape != (n,) or (n and self.probe_tokens.min() < 0)
+        ):
+            return "probe_tokens needs one non-negative entry per row"
         if any(a.shape != (n,) for a in (self.length, self.full_tokens, self.full_correct)):
             return "length, full_tokens and full_correct need one entry per row"
         if n and (self.length.min() < 0 or self.length.max() > k):
@@ -153,6 +171,7 @@ class ExplorationBatch:
         """
         rows = list(trajectories)
         k = max((len(t.tokens) for t in rows), default=0)
+        probes = np.array([t.probe_tokens for t in rows], dtype=np.int64)
         n = len(rows)
         tokens = np.zeros((n, k), dtype=np.int64)
         confidence = np.zeros((n, k), dtype=np.float64)
@@ -174,6 +193,7 @@ class ExplorationBatch:
             length=length,
             full_tokens=np.array([t.full_tokens for t in rows], dtype=np.int64),
             full_correct=np.array([t.full_correct for t in rows], dtype=np.bool_),
+            probe_tokens=probes if probes.any() else None,
         )
 
 
@@ -202,7 +222,8 @@ class Curve:
         n: Requests.
         losses: Per threshold, requests whose full answer was right and early answer wrong.
         gains: Per threshold, requests whose full answer was wrong and early answer right.
-        tokens_used: Per threshold, tokens generated in total.
+        tokens_used: Per threshold, tokens spent in total: generated, plus the confidence
+            probes a rule that can stop early runs (none at 1.0, which never probes).
         full_tokens: Tokens of the full generations in total.
         budget_tokens: Sum of the token budgets.
         full_correct: Requests whose full answer was right.
@@ -282,6 +303,7 @@ def evaluate(
     )
     rows = np.arange(n)
     full_right = batch.full_correct
+    probes = _probes_so_far(batch, min_tokens)
     losses, gains, used = [], [], []
     for theta in values:
         hit = eligible & (batch.confidence >= theta) & (theta < 1.0)
@@ -290,7 +312,10 @@ def evaluate(
         early_right = np.where(stops, batch.correct[rows, first], full_right)
         losses.append(int(np.count_nonzero(full_right & ~early_right)))
         gains.append(int(np.count_nonzero(~full_right & early_right)))
-        used.append(int(np.where(stops, batch.tokens[rows, first], batch.full_tokens).sum()))
+        spent = int(np.where(stops, batch.tokens[rows, first], batch.full_tokens).sum())
+        if probes is not None and theta < 1.0:
+            spent += int(np.where(stops, probes[rows, first], probes[:, -1]).sum())
+        used.append(spent)
     return Curve(
         grid=values,
         n=n,
@@ -301,6 +326,15 @@ def evaluate(
         budget_tokens=n * token_budget,
         full_correct=int(np.count_nonzero(full_right)),
     )
+
+
+def _probes_so_far(batch: ExplorationBatch, min_tokens: int) -> IntArray | None:
+    """Probe tokens spent up to each checkpoint (inclusive) by a rule that can stop early."""
+    if batch.probe_tokens is None or not batch.probe_tokens.any() or batch.tokens.shape[1] == 0:
+        return None
+    probed = batch.valid & (batch.tokens >= min_tokens)
+    spent: IntArray = np.cumsum(probed, axis=1) * batch.probe_tokens[:, None]
+    return spent
 
 
 def stop_points(batch: ExplorationBatch, grid: Sequence[float], min_tokens: int) -> IntArray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
+import numpy as np
 from pydantic import ValidationError
 
 from pipeline.optimizer.anytime import candidate_order
@@ -157,6 +158,19 @@ def _bound(
     return hoeffding_upper(drop, n, delta, width=2.0)
 
 
+def _best_certified(curve: Curve, result: LttResult | None, last: int) -> int:
+    # Every certified threshold is safe at once (the walk's guarantee covers the whole
+    # certified set), so the one that saves the most is chosen. Without probe costs that
+    # is the most aggressive (savings fall as the threshold rises); with them, a low
+    # threshold that seldom stops may cost more in probes than it saves, and when
+    # every certified threshold loses tokens the rule is off (1.0: no probes at all).
+    if result is None or result.index is None:
+        return last
+    saving = curve.token_saving()
+    best = result.index + int(np.argmax(saving[result.index :]))
+    return last if saving[best] < 0 else best
+
+
 def _decide(
     key: str,
     mode: LoadMode,
@@ -169,7 +183,7 @@ def _decide(
     grid = spec.thresholds()
     last = len(grid) - 1
     curve = curves.get(population or key) or Curve.empty(grid)
-    proposed = last if result is None or result.index is None else result.index
+    proposed = _best_certified(curve, result, last)
     final = limit_step(grid, proposed, current, spec.max_step)
     certified = result is not None and result.certified(final)
     guarantee: Guarantee = "none"

@@ -36,14 +36,14 @@ def _row_types() -> frozenset[tuple[type, ...]]:
     f = (float, int)
     columns: list[tuple[type, ...]] = [
         s, i, s, t, s, s, s, s, s, s, i, (float, int, _NONE), s, b, i, i, i, s, f, f, f, s, b,
-        (bool, _NONE), (bool, _NONE), i, i, i, t, s, i, i,
+        (bool, _NONE), (bool, _NONE), i, i, i, t, s, i, i, i,
     ]  # fmt: skip
     return frozenset(itertools.product(*columns))
 
 
 _ROW_TYPES = _row_types()
 # Unsigned integer columns by bound (indices into the row).
-_U16_AT, _U32_AT, _U64_AT = (25, 30), (14, 15, 16), (1, 10, 26, 27, 31)
+_U16_AT, _U32_AT, _U64_AT = (25, 30), (14, 15, 16, 32), (1, 10, 26, 27, 31)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +111,7 @@ def _build(doc: Any, topic: str, partition: int, offset: int) -> OutcomeRows | N
         tokens_generated, tokens_budget, event["stop_reason"], event["confidence"],
         event["latency_ms"], event["node_load"], event["answer"], labeled, em, em_full,
         len(trajectory) if trajectory else 0, feedback_count, negative, _ts(doc["joined_at"]),
-        topic, partition, offset,
+        topic, partition, offset, event.get("tokens_probe", 0),
     ]  # fmt: skip
     if not _fits(row) or version < 1 or negative > feedback_count:
         return None
@@ -137,7 +137,7 @@ def _points(doc: Any, row: list[Any], trajectory: Any) -> list[list[Any]] | None
     rid, version, ts, model, tenant, task, bucket, name, pversion, arm = (
         row[0], row[1], row[3], row[5], row[6], row[7], row[8], row[9], row[10], row[12],
     )  # fmt: skip
-    em, em_full, generated, budget = row[23], row[24], row[15], row[16]
+    em, em_full, generated, budget, probe = row[23], row[24], row[15], row[16], row[32]
     points: list[list[Any]] = []
     for idx, (point, point_em) in enumerate(zip(trajectory, ems, strict=True)):
         tokens, confidence, answer = point["tokens"], point["confidence"], point["answer"]
@@ -151,6 +151,6 @@ def _points(doc: Any, row: list[Any], trajectory: Any) -> list[list[Any]] | None
             return None
         points.append([
             rid, version, idx, ts, model, tenant, task, bucket, name, pversion, arm, tokens,
-            confidence, answer, point_em, em, em_full, generated, budget,
+            confidence, answer, point_em, em, em_full, generated, budget, probe,
         ])  # fmt: skip
     return points

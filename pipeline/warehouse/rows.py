@@ -18,7 +18,7 @@ INFERENCE_EVENT_COLUMNS: tuple[str, ...] = (
     "event_id", "request_id", "node_id", "ts", "model", "tenant", "task", "length_bucket",
     "policy_name", "policy_version", "threshold", "arm", "exploration", "tokens_prompt",
     "tokens_generated", "tokens_budget", "stop_reason", "confidence", "answer", "latency_ms",
-    "node_load", "src_topic", "src_partition", "src_offset",
+    "node_load", "src_topic", "src_partition", "src_offset", "tokens_probe",
 )  # fmt: skip
 """The columns of ``inference_events`` a writer sets (``ingested_at`` defaults)."""
 
@@ -38,6 +38,7 @@ def inference_event_row(
         event.threshold, event.arm, event.exploration, event.tokens_prompt,
         event.tokens_generated, event.tokens_budget, event.stop_reason, event.confidence,
         event.answer, event.latency_ms, event.node_load, topic, partition, offset,
+        event.tokens_probe,
     ]  # fmt: skip
     return INFERENCE_EVENT_COLUMNS, row
 
@@ -48,7 +49,7 @@ OUTCOME_COLUMNS: tuple[str, ...] = (
     "tokens_prompt", "tokens_generated", "tokens_budget", "stop_reason", "confidence",
     "latency_ms", "node_load", "answer", "labeled", "em", "em_full", "checkpoints",
     "feedback_count", "negative_feedback", "joined_at", "src_topic", "src_partition", "src_offset",
-    "prev",
+    "tokens_probe", "prev",
 )  # fmt: skip
 """The columns of ``outcomes`` a writer sets."""
 
@@ -101,7 +102,7 @@ def contribution(outcome: Outcome) -> Contribution:
 TRAJECTORY_COLUMNS: tuple[str, ...] = (
     "request_id", "version", "idx", "ts", "model", "tenant", "task", "length_bucket",
     "policy_name", "policy_version", "arm", "tokens", "confidence", "answer", "em", "em_final",
-    "em_full", "tokens_generated", "tokens_budget",
+    "em_full", "tokens_generated", "tokens_budget", "tokens_probe",
 )  # fmt: skip
 """The columns of ``trajectory_points`` a writer sets."""
 
@@ -139,7 +140,7 @@ def outcome_row(
         event.tokens_generated, event.tokens_budget, event.stop_reason, event.confidence,
         event.latency_ms, event.node_load, event.answer, outcome.labeled, outcome.em,
         outcome.em_full, points, outcome.feedback_count, outcome.negative_feedback,
-        outcome.joined_at, topic, partition, offset, prev,
+        outcome.joined_at, topic, partition, offset, event.tokens_probe, prev,
     ]  # fmt: skip
 
 
@@ -156,7 +157,7 @@ def trajectory_rows(outcome: Outcome) -> list[list[Any]]:
             outcome.request_id, outcome.version, idx, event.ts, event.model, seg.tenant,
             seg.task, seg.length_bucket, event.policy_name, event.policy_version, event.arm,
             point.tokens, point.confidence, point.answer, em, outcome.em, outcome.em_full,
-            event.tokens_generated, event.tokens_budget,
+            event.tokens_generated, event.tokens_budget, event.tokens_probe,
         ])  # fmt: skip
     return rows
 

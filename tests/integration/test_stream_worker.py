@@ -246,7 +246,8 @@ def test_rollups_count_each_request_once_however_many_versions(running: RunningW
     tenant = f"t{uuid.uuid4().hex[:10]}"
     segment = inference_event().segment.model_copy(update={"tenant": tenant})
     made = [request(f"rollup{i}") for i in range(4)]
-    events = [e.model_copy(update={"segment": segment}) for e, _, _ in made]
+    # Probe tokens (11 per request) are counted once per request too, and netted out.
+    events = [e.model_copy(update={"segment": segment, "tokens_probe": 11}) for e, _, _ in made]
     wrong = made[2][1].model_copy(update={"gold_answers": ("Lyon",)})
     labels = [made[0][1], made[1][1], wrong]  # the fourth request stays unlabeled
     thumbs_up = made[1][2].model_copy(update={"rating": 1})
@@ -255,7 +256,8 @@ def test_rollups_count_each_request_once_however_many_versions(running: RunningW
         final_outcome(running.settings, event.request_id, version)
     sql = (
         "SELECT sum(requests), sum(labeled), sum(em), sum(feedback), sum(negative_feedback), "
-        "sum(tokens_generated), sum(tokens_saved) FROM outcome_minutes WHERE tenant = %(t)s"
+        "sum(tokens_generated), sum(tokens_saved), sum(tokens_probe), sum(tokens_saved_net) "
+        "FROM outcome_minutes WHERE tenant = %(t)s"
     )
-    expected = (4, 3, 2, 2, 1, 4 * 57, 4 * (256 - 57))
+    expected = (4, 3, 2, 2, 1, 4 * 57, 4 * (256 - 57), 4 * 11, 4 * (256 - 57 - 11))
     eventually(lambda: query(running.settings, sql, t=tenant) == [expected], what="the rollup")

@@ -78,10 +78,23 @@ def test_exploration_rows_become_a_batch_and_partly_labeled_requests_are_dropped
     assert not bool(batches["beta/qa/long"].full_correct[0])
 
 
+def test_probe_tokens_of_a_request_become_its_cost_per_checkpoint() -> None:
+    rows = [
+        ("acme", "qa", "short", "r1", 0, 8, 0.5, False, True, 24, 18),
+        ("acme", "qa", "short", "r1", 1, 16, 0.9, True, True, 24, 18),
+        ("acme", "qa", "short", "r2", 0, 8, 0.9, True, True, 8, 0),
+    ]
+    batch = batches_from_rows(rows)["acme/qa/short"]
+    assert batch.probe_tokens is not None
+    assert batch.probe_tokens.tolist() == [9, 0]
+    free = batches_from_rows([(*row[:10], 0) for row in rows])["acme/qa/short"]
+    assert free.probe_tokens is None
+
+
 def test_a_model_swap_restarts_calibration_of_the_keys_it_serves() -> None:
     def row(key: str, rid: str, model: str, ts: int) -> tuple[object, ...]:
         tenant, task, bucket = key.split("/")
-        return (tenant, task, bucket, rid, 0, 10, 0.9, True, True, 30, model, ts)
+        return (tenant, task, bucket, rid, 0, 10, 0.9, True, True, 30, 0, model, ts)
 
     rows = [
         row("acme/qa/short", "r1", "v1", 1),
@@ -91,7 +104,7 @@ def test_a_model_swap_restarts_calibration_of_the_keys_it_serves() -> None:
     ]
     kept = newest_model_only(rows)
     assert [r[3] for r in kept] == ["r2", "r4"]
-    assert all(len(r) == 10 for r in kept)
+    assert all(len(r) == 11 for r in kept)
     batches = batches_from_rows(kept)
     assert len(batches["acme/qa/short"]) == 1 and len(batches["beta/qa/long"]) == 1
 

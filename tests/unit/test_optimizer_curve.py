@@ -31,16 +31,21 @@ def trajectories(draw: st.DrawFn) -> Trajectory:
     confidence = tuple(draw(st.lists(st.sampled_from(GRID + (0.65, 0.95)), min_size=m, max_size=m)))
     correct = tuple(draw(st.lists(st.booleans(), min_size=m, max_size=m)))
     full_tokens = tokens[-1] + draw(st.integers(0, 20))
-    return Trajectory(tokens, confidence, correct, draw(st.booleans()), full_tokens)
+    probe = draw(st.sampled_from((0, 0, 3, 9)))
+    return Trajectory(tokens, confidence, correct, draw(st.booleans()), full_tokens, probe)
 
 
 def _node_replay(t: Trajectory, theta: float, min_tokens: int) -> tuple[bool, int]:
     # The node asks should_stop at each checkpoint; a checkpoint at the end is the end.
+    # A rule that can stop early pays a probe at every checkpoint from min_tokens on.
     rule = Rule(threshold=theta, min_tokens=min_tokens, token_budget=10**6)
+    probes = 0
     for tokens, confidence, correct in zip(t.tokens, t.confidence, t.correct, strict=True):
+        if theta < 1.0 and tokens >= min_tokens:
+            probes += t.probe_tokens
         if tokens < t.full_tokens and decide(rule, tokens, confidence).reason == "confident":
-            return correct, tokens
-    return t.full_correct, t.full_tokens
+            return correct, tokens + probes
+    return t.full_correct, t.full_tokens + probes
 
 
 @settings(max_examples=200, deadline=None)
@@ -93,6 +98,19 @@ def test_savings_and_rates() -> None:
     assert curve.em_drop().tolist() == [0.5, 0.0]
     assert curve.token_saving().tolist() == pytest.approx([0.5, 0.0])
     assert curve.budget_saving().tolist() == pytest.approx([0.15, 0.0])
+
+
+def test_probes_are_charged_to_every_threshold_that_can_stop_early() -> None:
+    rows = [
+        Trajectory((10, 20, 30), (0.2, 0.95, 0.99), (False, True, True), True, 40, probe_tokens=5),
+        Trajectory((10, 20), (0.1, 0.2), (True, True), True, 20, probe_tokens=5),
+    ]
+    curve = evaluate(
+        ExplorationBatch.from_trajectories(rows), (0.9, 1.0), min_tokens=0, token_budget=100
+    )
+    # 0.9: the first stops at 20 after 2 probes; the second never stops but probes twice.
+    assert curve.tokens_used.tolist() == [20 + 10 + 20 + 10, 60]
+    assert curve.token_saving().tolist() == pytest.approx([0.0, 0.0])
 
 
 def test_empty_inputs() -> None:

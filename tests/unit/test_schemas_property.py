@@ -63,6 +63,7 @@ def inference_events(draw: st.DrawFn) -> InferenceEvent:
         exploration=exploration,
         tokens_prompt=draw(st.integers(0, MAX_TOKENS)),
         tokens_generated=generated,
+        tokens_probe=draw(st.integers(0, MAX_TOKENS)),
         tokens_budget=budget,
         stop_reason=stop,
         confidence=confidence,
