@@ -7,6 +7,7 @@ import secrets
 import signal
 from dataclasses import asdict
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -25,6 +26,10 @@ sim_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(sim_app, name="sim")
+
+TRACE = typer.Option(
+    None, "--trace", help="Replay this trajectory file (pipeline capture) instead of the model."
+)
 
 
 class ScenarioOpt(StrEnum):
@@ -50,20 +55,25 @@ def run(
         None, help="Prefix of request ids (default: random, so runs never collide)."
     ),
     linger: float = typer.Option(10.0, min=0.0, help="Seconds to let late labels arrive."),
+    trace: Path | None = TRACE,
 ) -> None:
     """Run NODES simulated nodes at RATE requests/s for DURATION seconds.
 
     The nodes follow the live policy from the control topic through the node
     SDK and send events, labels and feedback to Kafka. SIGTERM or Ctrl-C
-    stops cleanly (producers flushed) and prints the summary.
+    stops cleanly (producers flushed) and prints the summary. With --trace
+    each request replays a resampled captured trajectory (real model
+    behaviour) instead of the scenario's simulated one.
     """
     if ctx.invoked_subcommand is not None:
         return
     from pipeline.node import Emitter, EmitterSettings, Node
     from pipeline.sim.runner import FleetRunner, RunConfig, RunSummary
     from pipeline.sim.scenario import scenario as build_scenario
+    from pipeline.sim.trace import read_trace
 
     settings = load_settings()
+    traces = None if trace is None else read_trace(trace)
     at_s = duration / 2 if drift_at is None else drift_at
     scen = build_scenario(scenario.value, drift_at=int(at_s * rate))
     rid = run_id or f"sim{secrets.token_hex(3)}"
@@ -78,6 +88,7 @@ def run(
         run_id=rid,
         scenario=scen,
         linger_s=linger,
+        trace=traces,
     )
     template = _node_template(settings)
 
@@ -96,6 +107,8 @@ def run(
     )
     previous = signal.signal(signal.SIGTERM, lambda _s, _f: runner.stop())
     drift = f", drift of {scen.drift.segment_key} at {at_s:.0f}s" if scen.drift else ""
+    if traces is not None:
+        drift = f", replaying {len(traces)} trajectories of {trace}"
     console.print(f"run {rid}: {nodes} nodes, {rate:g} req/s, {duration:g}s, seed {seed}{drift}")
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:

@@ -6,13 +6,16 @@ EM drops are signed (full-generation EM minus served EM), the definition the
 optimizer certifies and the demo measures. The static baseline is one
 threshold for every request: the most aggressive one, walking down from the
 safest, whose EM drop on the whole traffic mix stays within epsilon (the best
-a single, perfectly tuned threshold can do).
+a single, perfectly tuned threshold can do). A trace-driven demo computes
+both on the trace's records (:func:`trace_yardsticks`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pipeline.sim.model import Latent
 from pipeline.sim.oracle import (
     DEFAULT_MIN_TOKENS,
     CurvePoint,
@@ -21,6 +24,8 @@ from pipeline.sim.oracle import (
     sample_segment,
 )
 from pipeline.sim.scenario import Scenario
+from pipeline.sim.trace import TraceRequest, trace_latent
+from schemas.trajectory import TrajectoryRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +56,59 @@ def yardsticks(
     drop is ``signed`` (full-generation EM minus served EM, the optimizer's promise
     under the shipped spec) unless told otherwise.
     """
-    total_w = sum(spec.weight for spec in scen.segments)
-    curves = {}
+    curves: dict[str, tuple[CurvePoint, ...]] = {}
     full_tokens: dict[str, float] = {}
     for spec in scen.segments:
         latents = sample_segment(scen, spec.key, seed, samples, at_index=at_index, budget=budget)
         curves[spec.key] = em_curve(latents, _GRID, min_tokens)
         full_tokens[spec.key] = sum(lat.tokens[-1] for lat in latents) / len(latents)
-    weight = {s.key: s.weight / total_w for s in scen.segments}
+    weights = {spec.key: spec.weight for spec in scen.segments}
+    return _from_curves(curves, weights, full_tokens, epsilon, signed=signed)
+
+
+def trace_yardsticks(
+    records: Sequence[TrajectoryRecord],
+    epsilon: float,
+    *,
+    budget: int | None = None,
+    min_tokens: int = DEFAULT_MIN_TOKENS,
+    signed: bool = True,
+) -> tuple[Yardstick, Yardstick]:
+    """The oracle and the static baseline on captured trajectories, exactly (no sampling).
+
+    The traffic of a trace-driven fleet (:mod:`pipeline.sim.trace`) resamples
+    the records uniformly, so each segment weighs its share of the records.
+    A record is the oracle's latent trajectory (:func:`~pipeline.sim.trace.trace_latent`):
+    checkpoint EM against the record's gold answers, the end with ``final_answer``'s.
+    Savings, like the simulator's, do not net the probes' tokens.
+
+    Raises:
+        ValueError: no records.
+    """
+    if not records:
+        msg = "trace_yardsticks needs at least one record"
+        raise ValueError(msg)
+    latents: dict[str, list[Latent]] = {}
+    for record in records:
+        trace = TraceRequest.of(record)
+        latents.setdefault(trace.key, []).append(trace_latent(trace, budget))
+    curves = {key: em_curve(found, _GRID, min_tokens) for key, found in latents.items()}
+    full_tokens = {k: sum(lat.tokens[-1] for lat in v) / len(v) for k, v in latents.items()}
+    weights = {key: float(len(found)) for key, found in latents.items()}
+    return _from_curves(curves, weights, full_tokens, epsilon, signed=signed)
+
+
+def _from_curves(
+    curves: dict[str, tuple[CurvePoint, ...]],
+    weights: dict[str, float],
+    full_tokens: dict[str, float],
+    epsilon: float,
+    *,
+    signed: bool,
+) -> tuple[Yardstick, Yardstick]:
+    """Both yardsticks from each segment's curve, traffic weight and mean full length."""
+    total_w = sum(weights.values())
+    weight = {key: w / total_w for key, w in weights.items()}
     tok_w = {k: weight[k] * full_tokens[k] for k in weight}
     tok_total = sum(tok_w.values())
 

@@ -7,7 +7,9 @@ requests ``node, node + N, node + 2N, ...`` at the fleet's target rate;
 one delivery thread sends labels and feedback when their simulated delivery
 time comes. A stop (SIGTERM, Ctrl-C, or the end of the duration) ends
 traffic, lets the pending labels come due for ``linger_s`` (not after an
-interrupt), then flushes every producer.
+interrupt), then flushes every producer. With ``RunConfig.trace`` the
+requests replay captured real trajectories (:mod:`pipeline.sim.trace`)
+instead of the simulated model.
 
 Failure policy: an exception in a node or the delivery thread stops the run,
 which then shuts down cleanly and raises :class:`SimError`.
@@ -35,6 +37,7 @@ from pipeline.sim.signals import (
     feedback_for,
     labels_for,
 )
+from pipeline.sim.trace import TraceServed, TraceSet, serve_trace, trace_feedback, trace_labels
 from schemas import EMLabel, UserFeedback
 
 
@@ -54,6 +57,9 @@ class RunConfig:
     linger_s: float = 10.0
     """After traffic ends, how long labels and feedback may still come due."""
     close_timeout_s: float = 10.0
+    trace: TraceSet | None = None
+    """Replay these captured trajectories instead of the scenario's model
+    (:mod:`pipeline.sim.trace`); the scenario then only sets the load cycle."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,34 +251,40 @@ class FleetRunner:
             wait = self._t0 + due - time.monotonic()
             if wait > 0 and self._stop.wait(wait):
                 return
-            served = serve(
-                node.controller,
-                cfg.scenario,
-                cfg.seed,
-                index,
-                node_id=f"{cfg.run_id}-node-{i}",
-                finished_at=clock.at(index),
-                load=load_at(cfg.scenario, due, i),
-                run_id=cfg.run_id,
-            )
+            node_id, at = f"{cfg.run_id}-node-{i}", clock.at(index)
+            load = load_at(cfg.scenario, due, i)
+            served: Served | TraceServed
+            if cfg.trace is None:
+                served = serve(node.controller, cfg.scenario, cfg.seed, index, node_id=node_id,
+                               finished_at=at, load=load, run_id=cfg.run_id)  # fmt: skip
+            else:
+                served = serve_trace(node.controller, cfg.trace, cfg.seed, index, node_id=node_id,
+                                     finished_at=at, load=load, run_id=cfg.run_id)  # fmt: skip
             queued = emitter.emit_bytes(served.event.request_id, served.event.to_bytes())
             self._record(served, queued)
             index += cfg.nodes
 
-    def _record(self, served: Served, queued: bool) -> None:
+    def _record(self, served: Served | TraceServed, queued: bool) -> None:
         cfg = self._config
-        labels = labels_for(served, cfg.labels, cfg.seed)
-        feedback = feedback_for(served, cfg.feedback, cfg.seed)
-        event, lat = served.event, served.request.latent
+        if isinstance(served, Served):
+            labels = labels_for(served, cfg.labels, cfg.seed)
+            feedback = feedback_for(served, cfg.feedback, cfg.seed)
+            lat = served.request.latent
+            early, full = served.stop < len(lat.tokens) - 1, lat.tokens[-1]
+        else:
+            labels = trace_labels(served, cfg.labels, cfg.seed)
+            feedback = trace_feedback(served, cfg.feedback, cfg.seed)
+            early, full = served.replay.early, served.replay.tokens_full
+        event = served.event
         with self._lock:
             self._label_box.add(labels)
             self._feedback_box.add(feedback)
             c = self._counts
             c["requests"] += 1
             c["exploration"] += event.exploration
-            c["early_stops"] += served.stop < len(lat.tokens) - 1
+            c["early_stops"] += early
             c["tokens_generated"] += event.tokens_generated
-            c["tokens_full"] += lat.tokens[-1]
+            c["tokens_full"] += full
             c["events_queued" if queued else "dropped"] += 1
 
     def _deliver_loop(self) -> None:

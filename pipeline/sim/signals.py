@@ -17,7 +17,8 @@ reordering. Faults, as a labeling pipeline has them:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Generic, TypeVar
@@ -88,7 +89,34 @@ class Scheduled(Generic[M]):
 def labels_for(served: Served, config: LabelConfig, seed: int) -> list[Scheduled[EMLabel]]:
     """The label deliveries of one served request: none, one, or a duplicated one."""
     req = served.request
-    rng = request_rng(seed, req.index, "label")
+    return schedule_label(
+        request_rng(seed, req.index, "label"),
+        config,
+        index=req.index,
+        request_id=req.request_id,
+        finished_at=served.event.ts,
+        gold=(req.gold,),
+        alias_of=lambda rng: alias(req.spec.task, req.gold, rng),
+        correct=served.correct,
+    )
+
+
+def schedule_label(
+    rng: random.Random,
+    config: LabelConfig,
+    *,
+    index: int,
+    request_id: str,
+    finished_at: datetime,
+    gold: tuple[str, ...],
+    alias_of: Callable[[random.Random], str],
+    correct: bool,
+) -> list[Scheduled[EMLabel]]:
+    """The label deliveries of request ``index`` from its own ``rng`` (any request source).
+
+    ``alias_of`` writes the first gold answer another way; ``correct`` is the
+    verdict a verdict label gives on the served answer.
+    """
     if rng.random() < config.loss:
         return []
     delay = config.delay_s
@@ -96,25 +124,24 @@ def labels_for(served: Served, config: LabelConfig, seed: int) -> list[Scheduled
         delay += rng.expovariate(1.0 / config.delay_mean_s)
     if rng.random() < config.reorder:
         delay += rng.uniform(0.0, config.reorder_window_s)
-    made_at = served.event.ts + timedelta(seconds=delay)
-    gold: tuple[str, ...] = (req.gold,)
+    made_at = finished_at + timedelta(seconds=delay)
     if rng.random() < config.alias:
-        variant = alias(req.spec.task, req.gold, rng)
+        variant = alias_of(rng)
         # Half the time the alias is the only gold answer: EM must normalise.
-        gold = (variant,) if rng.random() < 0.5 else (req.gold, variant)
+        gold = (variant,) if rng.random() < 0.5 else (*gold, variant)
     by_verdict = rng.random() < config.verdict
     label = EMLabel(
-        label_id=f"lb-{req.request_id}",
-        request_id=req.request_id,
+        label_id=f"lb-{request_id}",
+        request_id=request_id,
         labeler_id=f"sim-labeler-{rng.randrange(max(config.labelers, 1))}",
         ts=made_at,
         gold_answers=None if by_verdict else gold,
-        verdict=served.correct if by_verdict else None,
+        verdict=correct if by_verdict else None,
     )
-    out = [Scheduled(made_at, 2 * req.index, label)]
+    out = [Scheduled(made_at, 2 * index, label)]
     if rng.random() < config.duplicate:
         again = made_at + timedelta(seconds=rng.uniform(0.0, config.duplicate_delay_s))
-        out.append(Scheduled(again, 2 * req.index + 1, label))
+        out.append(Scheduled(again, 2 * index + 1, label))
     return out
 
 
@@ -123,10 +150,31 @@ def feedback_for(
 ) -> list[Scheduled[UserFeedback]]:
     """The user's feedback on one served request, if any; negative more often when wrong."""
     req = served.request
-    rng = request_rng(seed, req.index, "feedback")
+    return schedule_feedback(
+        request_rng(seed, req.index, "feedback"),
+        config,
+        index=req.index,
+        request_id=req.request_id,
+        finished_at=served.event.ts,
+        correct=served.correct,
+        gold=req.gold,
+    )
+
+
+def schedule_feedback(
+    rng: random.Random,
+    config: FeedbackConfig,
+    *,
+    index: int,
+    request_id: str,
+    finished_at: datetime,
+    correct: bool,
+    gold: str,
+) -> list[Scheduled[UserFeedback]]:
+    """The feedback of request ``index`` from its own ``rng`` (any request source)."""
     if rng.random() >= config.rate:
         return []
-    right = served.correct
+    right = correct
     negative = rng.random() < (config.negative_if_right if right else config.negative_if_wrong)
     kind: FeedbackKind = "thumbs"
     correction = None
@@ -135,20 +183,20 @@ def feedback_for(
         if u < 0.25:
             kind = "regenerate"
         elif u < 0.5 and not right:
-            kind, correction = "correction", req.gold
+            kind, correction = "correction", gold
         rating = -1
     else:
         rating = 1 if rng.random() < 0.85 else 0
-    at = served.event.ts + timedelta(seconds=1.0 + rng.expovariate(1.0 / config.delay_mean_s))
+    at = finished_at + timedelta(seconds=1.0 + rng.expovariate(1.0 / config.delay_mean_s))
     message = UserFeedback(
-        feedback_id=f"fb-{req.request_id}",
-        request_id=req.request_id,
+        feedback_id=f"fb-{request_id}",
+        request_id=request_id,
         ts=at,
         kind=kind,
         rating=rating,
         correction=correction,
     )
-    return [Scheduled(at, req.index, message)]
+    return [Scheduled(at, index, message)]
 
 
 def delivery_order(items: Iterable[Scheduled[M]]) -> list[Scheduled[M]]:
