@@ -1,11 +1,14 @@
 """The guardrail monitor: judge a running canary from ClickHouse and act on the verdict.
 
 While production is a carrier (its body has ``candidate_version``), each
-check pairs the canary's and production's requests since the carrier was
-created (:func:`~pipeline.controller.reader.read_canary`), feeds
-:func:`~pipeline.optimizer.guardrail_verdict`, and on ``rollback`` or
-``promote`` registers the version that ends the canary. A candidate that a
-reviewer rejected while it ran is rolled back too.
+check pairs the canary's and production's requests of the interval that
+closed since the last check (request time up to ``label_wait_s`` ago;
+:func:`~pipeline.controller.reader.read_canary`), appends the pairs to the
+canary's ledger (:mod:`pipeline.controller.canary_ledger`: pairs are formed
+once and never re-drawn, so the always-valid tests stay valid), feeds the
+whole ledger to :func:`~pipeline.optimizer.guardrail_verdict`, and on
+``rollback`` or ``promote`` registers the version that ends the canary. A
+candidate that a reviewer rejected while it ran is rolled back too.
 """
 
 from __future__ import annotations
@@ -17,6 +20,13 @@ from typing import Any, Literal
 
 from pipeline.audit import AuditSink
 from pipeline.config import Settings
+from pipeline.controller.canary_ledger import (
+    CanaryLedger,
+    ledger_path,
+    load_ledger,
+    save_ledger,
+)
+from pipeline.controller.config import controller_settings
 from pipeline.controller.cycle import mlflow_client, production_body, warehouse_client
 from pipeline.controller.reader import Paired, read_canary
 from pipeline.errors import WarehouseError
@@ -68,7 +78,7 @@ def check_canary(
     if rejected:
         verdict = CanaryVerdict("rollback", f"v{candidate} was rejected by a reviewer", ())
     else:
-        paired = _read(settings, spec.name, version, candidate, since, connect_warehouse)
+        paired = _pairs(settings, spec.name, version, candidate, since, connect_warehouse)
         verdict = guardrail_verdict(
             spec, em=paired.em, tokens=paired.tokens, negative_feedback=paired.negative_feedback
         )
@@ -90,7 +100,7 @@ def check_canary(
     return MonitorResult(action, detail, done.version, verdict)
 
 
-def _read(
+def _pairs(
     settings: Settings,
     policy: str,
     production: int,
@@ -98,10 +108,35 @@ def _read(
     since: datetime,
     connect: Callable[[Settings], Any],
 ) -> Paired:
+    """The ledger's pairs, with the interval that closed since the last check appended."""
+    path = ledger_path(settings.state_dir, policy)
+    ledger = load_ledger(path, production, candidate, since)
+    until = datetime.now(UTC) - timedelta(seconds=controller_settings(settings).label_wait_s)
+    if until > ledger.watermark:
+        fresh = _read(settings, policy, production, candidate, ledger, until, connect)
+        ledger = ledger.extend(fresh, until)
+        save_ledger(path, ledger)
+    return ledger.pairs
+
+
+def _read(
+    settings: Settings,
+    policy: str,
+    production: int,
+    candidate: int,
+    ledger: CanaryLedger,
+    until: datetime,
+    connect: Callable[[Settings], Any],
+) -> Paired:
     warehouse = connect(settings)
     try:
         return read_canary(
-            warehouse, policy, production=production, candidate=candidate, since=since
+            warehouse,
+            policy,
+            production=production,
+            candidate=candidate,
+            after=ledger.watermark,
+            until=until,
         )
     except WarehouseError:
         raise

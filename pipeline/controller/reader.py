@@ -14,12 +14,13 @@ threshold, an upper bound of its true signed loss (dropping it instead would
 drop exactly the requests that can only count in favour). Any other request
 whose checkpoints are not all labeled is dropped.
 
-Canary: canary and production requests of the same segment and minute are
-paired by arrival order (``ts``, then ``request_id``), never by outcome, so
-the pairs are what :mod:`pipeline.optimizer.sequential` assumes: each pair
-is a canary and a production request drawn from the same traffic. EM pairs
-use labeled requests only (labels arrive independently of correctness);
-tokens and negative feedback use every request.
+Canary: canary and production requests of the same segment and minute, made
+in one closed interval of request time, are paired by arrival order (``ts``,
+then ``request_id``), never by outcome, so the pairs are what
+:mod:`pipeline.optimizer.sequential` assumes: each pair is a canary and a
+production request drawn from the same traffic. EM pairs use labeled requests
+only (labels arrive independently of correctness); tokens and negative
+feedback use every request.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ _CANARY_SQL = """
 SELECT tenant, task, length_bucket, toStartOfMinute(ts) AS minute, arm, ts, request_id,
        labeled, em, tokens_generated / tokens_budget, negative_feedback > 0
 FROM outcomes FINAL
-WHERE policy_name = {policy:String} AND NOT exploration AND ts >= {since:DateTime64(3, 'UTC')}
+WHERE policy_name = {policy:String} AND NOT exploration
+  AND ts > {after:DateTime64(3, 'UTC')} AND ts <= {until:DateTime64(3, 'UTC')}
   AND ((arm = 'candidate' AND policy_version = {candidate:UInt64})
     OR (arm = 'production' AND policy_version = {production:UInt64}))
 ORDER BY minute, tenant, task, length_bucket, ts, request_id
@@ -245,17 +247,26 @@ def pair_arms(observations: Sequence[Observation]) -> Paired:
 
 
 def read_canary(
-    client: Any, policy_name: str, *, production: int, candidate: int, since: datetime
+    client: Any,
+    policy_name: str,
+    *,
+    production: int,
+    candidate: int,
+    after: datetime,
+    until: datetime,
 ) -> Paired:
-    """Paired observations of candidate ``candidate`` and production version ``production``.
+    """Paired observations of requests made in ``(after, until]`` (one closed interval).
 
-    ``production`` is the version carrying the canary, so both arms ran at the same time.
+    ``candidate`` is the canary's version and ``production`` the version carrying
+    it, so both arms ran at the same time. Labels and feedback are those stored
+    now; the monitor calls this once per interval (see ``canary_ledger``).
     """
     result = client.query(
         _CANARY_SQL,
         parameters={
             "policy": policy_name,
-            "since": since,
+            "after": after,
+            "until": until,
             "candidate": candidate,
             "production": production,
         },

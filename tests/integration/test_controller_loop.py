@@ -18,6 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from pipeline.config import Settings
+from pipeline.controller.config import ControllerSettings
 from pipeline.controller.cycle import run_cycle
 from pipeline.controller.monitor import check_canary
 from pipeline.node import Node, NodeSettings
@@ -61,7 +62,9 @@ def settings(isolated: Settings, policy: str) -> Settings:
             "bootstrap_timeout_s": 20,
         }
     )
-    return isolated.model_copy(update={"control": control})
+    # Outcomes are inserted just before each check: the canary's interval closes at once.
+    controller = ControllerSettings(label_wait_s=0)
+    return isolated.model_copy(update={"control": control, "controller": controller})
 
 
 @pytest.fixture
