@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -14,6 +15,10 @@ from pipeline.config import load_settings
 
 if TYPE_CHECKING:
     from pipeline.demo.run import DemoResult, Sample
+
+TRACE = typer.Option(
+    None, "--trace", help="Replay this trajectory file (pipeline capture) instead of the model."
+)
 
 
 def live_table(sample: Sample, duration_s: float) -> Table:
@@ -69,13 +74,21 @@ def demo(
     seed: int = typer.Option(0, help="Seed of the traffic and the ground truth."),
     period: float | None = typer.Option(None, help="Seconds between optimize cycles."),
     canary_share: float = typer.Option(0.0, min=0.0, max=0.5, help="Canary share (0: none)."),
+    trace: Path | None = TRACE,
 ) -> None:
-    """Run the closed loop: stack, worker, controller and a drifting simulated fleet."""
+    """Run the closed loop: stack, worker, controller and a drifting simulated fleet.
+
+    With --trace the fleet replays captured real trajectories instead (no drift),
+    and the yardsticks are computed on the trace's records.
+    """
     from pipeline.demo import DemoConfig, run_demo
+    from pipeline.sim.trace import read_trace
 
     settings = load_settings()
+    if trace is not None:
+        read_trace(trace)  # a bad file fails here, before any process starts
     config = DemoConfig(duration_s=duration, nodes=nodes, rate=rate, seed=seed,
-                        period_s=period, canary_share=canary_share)  # fmt: skip
+                        period_s=period, canary_share=canary_share, trace=trace)  # fmt: skip
 
     def on_sigterm(*_: object) -> None:
         raise KeyboardInterrupt

@@ -5,7 +5,9 @@ controller has had cycles to react): the fleet's token saving against full
 generations (exact, from the simulator's counters, which know each
 request's full length) and the EM drop (full-generation EM of exploration
 requests minus EM of served answers, both from ClickHouse). They are set
-beside the ground truth of the drifted traffic at the same tolerance.
+beside the ground truth of the drifted traffic at the same tolerance. A trace
+run (``DemoConfig.trace``) is set beside the yardsticks of the trace's own
+records, and has no drift figures.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from pathlib import Path
 
 from pipeline.demo.fleet import demo_scenario
 from pipeline.demo.run import DemoResult, Sample
-from pipeline.demo.truth import Yardstick, yardsticks
-from pipeline.sim.oracle import ground_truth
+from pipeline.demo.truth import Yardstick, trace_yardsticks, yardsticks
+from pipeline.sim.oracle import DEFAULT_MIN_TOKENS, ground_truth
 from pipeline.sim.scenario import DRIFT_SEGMENT
+from pipeline.sim.trace import read_trace
 
 MIN_REQUESTS = 200
 MIN_LABELED = 100
@@ -51,9 +54,9 @@ def figures(result: DemoResult, budget: int = 4096) -> list[Figure]:
     cfg = result.config
     start = cfg.duration_s * 2 / 3
     out: list[Figure] = []
-    oracle, static = yardsticks(demo_scenario(cfg), cfg.seed, cfg.epsilon, budget=budget,
-                                samples=cfg.truth_samples, at_index=None)  # fmt: skip
-    out.append(Figure("oracle saving (truth, drifted traffic)", f"{oracle.token_saving:.1%}",
+    oracle, static = _yardsticks(result, budget)
+    traffic = "trace records" if cfg.trace is not None else "drifted traffic"
+    out.append(Figure(f"oracle saving (truth, {traffic})", f"{oracle.token_saving:.1%}",
                       f"EM drop {oracle.em_drop:.4f}, {oracle.detail}"))  # fmt: skip
     out.append(Figure("static single threshold (truth)", f"{static.token_saving:.1%}",
                       f"EM drop {static.em_drop:.4f}, {static.detail}"))  # fmt: skip
@@ -75,10 +78,25 @@ def figures(result: DemoResult, budget: int = 4096) -> list[Figure]:
                           "fleet saving / (1 - exploration share)", served > 0))  # fmt: skip
         out += [_ratio("saving vs static baseline", served, static),
                 _ratio("saving vs oracle", served, oracle)]  # fmt: skip
+    if cfg.trace is not None:
+        out.append(_em_drop(result, start, cfg.epsilon))
+        out.append(Figure("drift", "n/a: a trace replay has no drift", str(cfg.trace)))
+        return out
     out.append(_before_drift(result, budget))
     out.append(_em_drop(result, start, cfg.epsilon))
     out.append(_drift(result, budget))
     return out
+
+
+def _yardsticks(result: DemoResult, budget: int) -> tuple[Yardstick, Yardstick]:
+    """The oracle and static baseline of the run's traffic: the drifted scenario, or the trace."""
+    cfg = result.config
+    if cfg.trace is None:
+        return yardsticks(demo_scenario(cfg), cfg.seed, cfg.epsilon, budget=budget,
+                          samples=cfg.truth_samples, at_index=None)  # fmt: skip
+    records = [t.record for t in read_trace(cfg.trace).requests]
+    min_tokens = DEFAULT_MIN_TOKENS if cfg.min_tokens is None else cfg.min_tokens
+    return trace_yardsticks(records, cfg.epsilon, budget=budget, min_tokens=min_tokens)
 
 
 def _before_drift(result: DemoResult, budget: int) -> Figure:

@@ -13,6 +13,9 @@ import yaml
 from pipeline.config import Settings
 from pipeline.controller.config import controller_settings
 
+TRACE_MIN_TOKENS = 8
+"""``min_tokens`` of a trace run: ``pipeline capture``'s default checkpoint spacing."""
+
 
 def _run_id() -> str:
     return f"demo{secrets.token_hex(3)}"
@@ -36,6 +39,8 @@ class DemoConfig:
         run_id: Prefix of request and node ids; also names the policy ``<run_id>``.
         refresh_s: Seconds between live samples.
         truth_samples: Monte Carlo samples per segment for the oracle and baseline.
+        trace: A trajectory file (``pipeline capture``) the fleet replays instead of
+            the simulated model (no drift then; the yardsticks come from its records).
     """
 
     duration_s: float = 240.0
@@ -49,6 +54,7 @@ class DemoConfig:
     run_id: str = field(default_factory=_run_id)
     refresh_s: float = 3.0
     truth_samples: int = 4000
+    trace: Path | None = None
 
     @property
     def policy_name(self) -> str:
@@ -64,6 +70,15 @@ class DemoConfig:
     def window(self) -> float:
         """The controller's window of exploration outcomes."""
         return self.window_s if self.window_s else max(90.0, 3 * self.period)
+
+    @property
+    def min_tokens(self) -> int | None:
+        """The spec's ``min_tokens`` override: a trace's first checkpoint (None: the spec's).
+
+        Captured answers are short (tens of tokens): the spec's 32 would leave
+        little to stop early, so a trace run may stop from its first checkpoint on.
+        """
+        return TRACE_MIN_TOKENS if self.trace is not None else None
 
     @property
     def drift_at_s(self) -> float:
@@ -82,8 +97,8 @@ def write_spec(settings: Settings, config: DemoConfig, folder: Path) -> Path:
     Changes from ``policies/earlystop.yaml``: the run's own policy name, a
     20% exploration share (the nodes' cap) so each cycle has samples, a
     larger step per cycle, auto-approval bounds wide enough that proposals
-    go live without a reviewer (pooled certificates included), and the canary
-    share of ``config``.
+    go live without a reviewer (pooled certificates included), the canary
+    share of ``config``, and on a trace run its ``min_tokens``.
     """
     source = controller_settings(settings).spec_path
     data: dict[str, Any] = yaml.safe_load(source.read_text())
@@ -106,6 +121,8 @@ def write_spec(settings: Settings, config: DemoConfig, folder: Path) -> Path:
         "max_samples": 4000,
         "alpha": 0.05,
     }
+    if config.min_tokens is not None:
+        data["segments"]["settings"]["global"]["min_tokens"] = config.min_tokens
     folder.mkdir(parents=True, exist_ok=True)
     default = source.parent / str(data["default_policy"])
     shutil.copyfile(default, folder / default.name)

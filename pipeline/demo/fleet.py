@@ -16,10 +16,11 @@ from pipeline.demo.config import DemoConfig
 from pipeline.node import Emitter, EmitterSettings, Node
 from pipeline.sim.runner import FleetRunner, RunConfig, RunSummary
 from pipeline.sim.scenario import Scenario, scenario
+from pipeline.sim.trace import read_trace
 
 
 def demo_scenario(config: DemoConfig) -> Scenario:
-    """The standard segments with one drifting at half the duration."""
+    """The standard segments with one drifting at half the duration (for a trace: the load)."""
     return scenario("drift", drift_at=int(config.drift_at_s * config.rate))
 
 
@@ -47,6 +48,7 @@ class Fleet:
             run_id=cfg.run_id,
             scenario=demo_scenario(cfg),
             linger_s=15.0,
+            trace=None if cfg.trace is None else read_trace(cfg.trace),
         )
         template = settings.node.model_copy(
             update={

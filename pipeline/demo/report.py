@@ -67,7 +67,8 @@ def plot(result: DemoResult, path: Path) -> Path:
             if ax is top:
                 ax.annotate(f"v{v}", (t, 1), xycoords=("data", "axes fraction"),
                             fontsize=8, va="top")  # fmt: skip
-        ax.axvline(result.config.drift_at_s, color="tab:red", linewidth=1, label="drift")
+        if result.config.trace is None:
+            ax.axvline(result.config.drift_at_s, color="tab:red", linewidth=1, label="drift")
         ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(f"pipeline demo {result.config.run_id}")
     fig.tight_layout()

@@ -184,8 +184,10 @@ def run_demo(
             result.started_at = datetime.now(UTC)
             result.drift_at = result.started_at + timedelta(seconds=config.drift_at_s)
             fleet.start()
+            traffic = (f"drift at {config.drift_at_s:g}s" if config.trace is None
+                       else f"replaying {config.trace}")  # fmt: skip
             on_line(f"fleet {config.run_id}: {config.nodes} nodes, {config.rate:g} req/s, "
-                    f"{config.duration_s:g}s, drift at {config.drift_at_s:g}s")  # fmt: skip
+                    f"{config.duration_s:g}s, {traffic}")  # fmt: skip
             try:
                 while fleet.running():
                     time.sleep(config.refresh_s)

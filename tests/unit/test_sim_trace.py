@@ -6,7 +6,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
+from pipeline.config import load_settings
+from pipeline.demo.acceptance import figures
+from pipeline.demo.config import DemoConfig, write_spec
+from pipeline.demo.run import DemoResult
 from pipeline.demo.truth import trace_yardsticks
 from pipeline.node.controller import Controller
 from pipeline.node.decision import RequestPlan, Rule, buckets
@@ -275,3 +280,17 @@ def test_a_runner_with_a_trace_replays_records() -> None:
     assert {e.segment.task for e in events} == {"arith", "facts"}
     assert summary.tokens_full == 37 * summary.requests
     assert len(labels.items) == summary.requests
+
+
+def test_a_trace_demo_sets_its_yardsticks_on_the_records_and_has_no_drift(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(record(rid=f"g{i}").to_line() + "\n" for i in range(10)))
+    config = DemoConfig(duration_s=60.0, trace=path, run_id="demotest")
+    assert config.min_tokens == 8
+    rows = {f.name: f for f in figures(DemoResult(config, tmp_path))}
+    oracle = rows["oracle saving (truth, trace records)"]
+    assert oracle.value == f"{13 / 37:.1%}"  # a stop at 24 tokens (min_tokens 8)
+    assert rows["drift"].value == "n/a: a trace replay has no drift"
+    assert not any("drift corrected" in name for name in rows)
+    spec = yaml.safe_load(write_spec(load_settings(), config, tmp_path / "run").read_text())
+    assert spec["segments"]["settings"]["global"]["min_tokens"] == 8
