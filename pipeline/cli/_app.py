@@ -25,6 +25,7 @@ err_console = Console(stderr=True)
 def _register() -> None:
     # Commands live in small modules; importing them registers them on `app`.
     from pipeline.cli import (  # noqa: F401
+        calibrate,
         capture,
         demo,
         optimize,
