@@ -5,6 +5,8 @@ Pure and seeded (:mod:`~pipeline.sim.model`, :mod:`~pipeline.sim.stopping`,
 :mod:`~pipeline.sim.fleet`): the same seed gives the same requests, stops,
 messages and oracle. Only :mod:`pipeline.sim.runner` does I/O, through the
 node SDK, and it is not imported here so the pure parts load without Kafka.
+:mod:`pipeline.sim.trace` replaces the simulated model by captured real
+trajectories (``pipeline sim --trace``), pure too once its file is read.
 
 Typical use::
 
