@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_calibrate.py                    # 20 splits
     .venv/bin/python bench/bench_calibrate.py --splits 100 --json out.json
 
-The real sample (``/work/shared/data/real_trajectories_sample.jsonl``: 90
+The real sample (``data/real/real_trajectories_sample.jsonl``: 90
 requests of SmolLM2-135M, three segments of 30) is split at random, within
 each segment, into a calibration half and a test half, ``--splits`` times
 (seeded). On each calibration half ``pipeline calibrate``'s certification
@@ -51,7 +51,7 @@ from pipeline.optimizer.offline import (
 from schemas.trajectory import TrajectoryRecord, segment_from_key
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = Path("/work/shared/data/real_trajectories_sample.jsonl")
+SAMPLE = Path(__file__).resolve().parents[1] / "data/real/real_trajectories_sample.jsonl"
 METHODS = ("anytime", "ltt")
 
 

@@ -91,6 +91,13 @@ BENCHES: tuple[Bench, ...] = (
         quick_timeout_s=600,
         takes_stack=True,
     ),
+    Bench(
+        "calibrate",
+        "bench_calibrate.py",
+        "Cold start: offline calibration on real trajectories",
+        timeout_s=300,
+        quick_timeout_s=120,
+    ),
     Bench("soak", "bench_soak.py", "Soak", timeout_s=2400, quick_timeout_s=600),
     Bench(
         "warehouse",

@@ -161,7 +161,7 @@ class Scenario:
 
 
 # Why these numbers: math is over-confident and extraction under-confident,
-# as in the real sample (/work/shared/data); globex serves a model that is
+# as in the real sample (data/real/); globex serves a model that is
 # sure of itself more often than it should be; long prompts are harder.
 _TASK = {
     "qa": (0.20, 0.00, 48.0),

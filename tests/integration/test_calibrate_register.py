@@ -17,7 +17,7 @@ from tests.integration.support import REPO, free_port, run_cli
 
 pytestmark = pytest.mark.integration
 
-SAMPLE = Path("/work/shared/data/real_trajectories_sample.jsonl")
+SAMPLE = Path(__file__).resolve().parents[2] / "data/real/real_trajectories_sample.jsonl"
 
 
 def spec_named(folder: Path, policy: str) -> Path:

@@ -19,7 +19,7 @@ from schemas.trajectory import TrajectoryRecord
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "policies" / "earlystop.yaml"
-SAMPLE = Path("/work/shared/data/real_trajectories_sample.jsonl")
+SAMPLE = Path(__file__).resolve().parents[2] / "data/real/real_trajectories_sample.jsonl"
 KEYS = {"facts/capital/short", "math/div/short", "math/sub/short", "capital", "div", "sub"}
 OPTIONS = ("--spec", str(SPEC), "--epsilon", "0.1", "--min-samples", "1")
 

@@ -14,7 +14,7 @@ from schemas import Checkpoint
 
 SCEN = scenario()
 
-# Coarse statistics of /work/shared/data/real_trajectories_sample.jsonl (90 requests of
+# Coarse statistics of data/real/real_trajectories_sample.jsonl (90 requests of
 # SmolLM2-135M, llama.cpp, checkpoints every 8 tokens), computed once:
 REAL_MEAN_CONF = 0.674
 REAL_SD_CONF = 0.161
