@@ -122,8 +122,15 @@ class LlamaEngine:
             msg = "llama-cpp-python is not installed: pip install 'earlystop-pipeline[llm]'"
             raise ModelLoadError(msg) from exc
         try:
+            # n_threads_batch too: llama-cpp-python defaults it to every core whatever
+            # n_threads says, and slots whose batch evaluations (prompt, probe inducer)
+            # spin on all cores at once slowed probes by 10x or more on 2 cores.
             self.llama: Any = Llama(
-                model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads, verbose=False
+                model_path=str(model_path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as exc:
             msg = f"llama.cpp cannot load {model_path} ({exc}): is it a GGUF model file?"
