@@ -111,7 +111,6 @@ def create_app(server: NodeServer) -> FastAPI:
         return _error(503, str(exc), "server_overloaded")
 
     async def serve_request(
-        request: Request,
         body: ChatRequest | CompletionRequest,
         prepare: Callable[[], list[int]],
         *,
@@ -156,13 +155,13 @@ def create_app(server: NodeServer) -> FastAPI:
     async def chat_completions(request: Request) -> Response:
         body = await _parse(request, ChatRequest)
         messages = [m.model_dump() for m in body.messages]
-        return await serve_request(request, body, lambda: server.chat_prompt(messages), chat=True)
+        return await serve_request(body, lambda: server.chat_prompt(messages), chat=True)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
         body = await _parse(request, CompletionRequest)
         text = body.text()
-        return await serve_request(request, body, lambda: server.text_prompt(text), chat=False)
+        return await serve_request(body, lambda: server.text_prompt(text), chat=False)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
