@@ -43,7 +43,7 @@ class Metadata(BaseModel):
         return value
 
 
-class Message(BaseModel):
+class ChatMessage(BaseModel):
     """One chat message (text content only)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -88,7 +88,7 @@ class _Request(BaseModel):
 class ChatRequest(_Request):
     """``POST /v1/chat/completions``."""
 
-    messages: list[Message] = Field(min_length=1, max_length=1024)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=1024)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
 
     def sampling(self, default_max_tokens: int) -> Sampling:
