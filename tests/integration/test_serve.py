@@ -265,11 +265,12 @@ def test_bad_requests_get_400_and_the_server_keeps_serving(
         assert [m.id for m in models.data] == [node.server.model]
 
 
-def test_a_client_leaving_mid_stream_frees_the_slot_without_an_event(
+def test_a_full_node_refuses_and_a_client_leaving_mid_stream_frees_the_slot(
     isolated: Settings, tmp_path: Path
 ) -> None:
     rid = f"g-{uuid.uuid4().hex[:6]}"
-    with serving(server_settings(isolated, tmp_path, "node-g", max_tokens=2000)) as node:
+    settings = server_settings(isolated, tmp_path, "node-g", max_tokens=2000, slots=1, max_queue=0)
+    with serving(settings) as node:
         body = {
             "prompt": "Once upon a time, in a faraway kingdom,",
             "max_tokens": 1500,
@@ -281,11 +282,20 @@ def test_a_client_leaving_mid_stream_frees_the_slot_without_an_event(
             for _ in range(4):
                 next(lines)
             assert node.server.pool.busy == 1
+            # The one slot is busy and no request may wait: the next one is refused.
+            refused = httpx.post(
+                f"{node.base_url}/v1/completions",
+                json={"prompt": "Hi", "max_tokens": 2},
+                timeout=30,
+            )
+            assert refused.status_code == 503
+            assert refused.json()["error"]["type"] == "server_overloaded"
         left = time.monotonic()
         eventually(lambda: node.server.pool.busy == 0, timeout_s=20, what="the slot to be freed")
         assert time.monotonic() - left < 15  # 1500 tokens would take far longer
         metrics = parse_metrics(http_get(node.port, "/metrics")[1])
         assert metrics['serve_requests_failed_total{reason="cancelled"}'] == 1
+        assert metrics['serve_requests_failed_total{reason="queue_full"}'] == 1
         after = chat(node.client(), f"{rid}-next", max_tokens=4)
         assert after.usage.completion_tokens >= 1
     assert rid not in events(isolated, {rid, f"{rid}-next"})
