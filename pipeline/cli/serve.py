@@ -9,12 +9,14 @@ import typer
 
 from pipeline.cli._app import app, console
 
+MODEL = typer.Option(
+    None, "--model", help="A GGUF model file (default: the packaged SmolLM2-135M-Instruct)."
+)
+
 
 @app.command("serve")
 def serve_command(
-    model: Path | None = typer.Option(
-        None, "--model", help="A GGUF model file (default: the packaged SmolLM2-135M-Instruct)."
-    ),
+    model: Path | None = MODEL,
     host: str | None = typer.Option(None, "--host", help="Listen address (default 127.0.0.1)."),
     port: int | None = typer.Option(None, "--port", help="Listen port (default 8000)."),
     slots: int | None = typer.Option(
