@@ -15,6 +15,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Iterable
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,20 @@ DELTA = typer.Option(None, "--delta", help="Risk level of each certificate.")
 MIN_TOKENS = typer.Option(None, "--min-tokens", help="No early stop before this many tokens.")
 MIN_SAMPLES = typer.Option(
     None, "--min-samples", help="Fewer samples pool a segment into its parent (spec: 400)."
+)
+
+
+class MethodOpt(StrEnum):
+    """How the file is certified."""
+
+    ltt = "ltt"
+    anytime = "anytime"
+
+
+METHOD = typer.Option(
+    MethodOpt.ltt,
+    "--method",
+    help="ltt: one look at the file (Learn-then-Test); anytime: the controller's certificates.",
 )
 OUT = typer.Option(None, "--out", help="Write the policy body (JSON) here.")
 REGISTER = typer.Option(
@@ -105,6 +120,7 @@ def calibrate_command(
     delta: float | None = DELTA,
     min_tokens: int | None = MIN_TOKENS,
     min_samples: int | None = MIN_SAMPLES,
+    method: MethodOpt = METHOD,
     out: Path | None = OUT,
     register: bool = REGISTER,
     as_json: bool = AS_JSON,
@@ -118,7 +134,12 @@ def calibrate_command(
     base = load_spec(spec or controller_settings(settings).spec_path)
     records = read_records(file)
     chosen = calibration_spec(
-        base, epsilon=epsilon, delta=delta, min_tokens=min_tokens, min_samples=min_samples
+        base,
+        epsilon=epsilon,
+        delta=delta,
+        min_tokens=min_tokens,
+        min_samples=min_samples,
+        method=method.value,
     )
     result = calibrate(chosen, samples_from_records(records))
     say = err_console if as_json else console

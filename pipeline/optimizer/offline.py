@@ -108,8 +108,15 @@ def calibration_spec(
     delta: float | None = None,
     min_tokens: int | None = None,
     min_samples: int | None = None,
+    method: str | None = None,
 ) -> PolicySpec:
     """``spec`` for a cold start: the step limit lifted, and the given values overriding it.
+
+    ``method`` replaces the spec's ``risk.method``: ``ltt`` (one look) suits a
+    file that is looked at once; ``anytime`` pays for validity at every look,
+    which an offline calibration does not need (it certifies far less at small n).
+    ``ltt`` tests the one-sided loss, an upper bound of the signed EM drop, so
+    its certificate holds for the signed drop too.
 
     ``epsilon`` replaces every load mode's and drops the tolerance overrides
     (one epsilon everywhere); ``min_tokens`` replaces every settings entry's.
@@ -124,6 +131,10 @@ def calibration_spec(
         data["tolerance"] = {"tenants": {}, "segments": {}}
     if delta is not None:
         data["risk"]["delta"] = delta
+    if method is not None:
+        data["risk"]["method"] = method
+        if method == "ltt":  # its exact test bounds the one-sided loss, itself >= the signed
+            data["risk"]["loss"] = "one_sided"
     if min_tokens is not None:
         for settings in data["segments"]["settings"].values():
             settings["min_tokens"] = min_tokens

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "policies" / "earlystop.yaml"
 SAMPLE = Path(__file__).resolve().parents[2] / "data/real/real_trajectories_sample.jsonl"
 KEYS = {"facts/capital/short", "math/div/short", "math/sub/short", "capital", "div", "sub"}
-OPTIONS = ("--spec", str(SPEC), "--epsilon", "0.1", "--min-samples", "1")
+OPTIONS = ("--spec", str(SPEC), "--epsilon", "0.1", "--min-samples", "1", "--method", "anytime")
 
 _register()
 
@@ -149,3 +149,16 @@ def test_a_missing_file_and_a_bad_option_are_one_line_each(tmp_path: Path) -> No
     ]
     (line,) = bad.stderr.strip().splitlines()
     assert "load_modes.normal.epsilon: Input should be less than or equal to 0.5" in line
+
+
+def test_one_look_is_the_default_and_a_wrong_method_is_a_usage_error(sample: Path) -> None:
+    code, out = invoke(
+        str(sample), "--spec", str(SPEC), "--epsilon", "0.1", "--min-samples", "30", "--json"
+    )
+    assert code == 0, out
+    data = json.loads(out)
+    assert (data["method"], data["loss"]) == ("ltt", "one_sided")
+    normal = data["segments"]["global"]["normal"]
+    assert normal["certified"] and normal["threshold"] < 1.0
+    code, out = invoke(str(sample), "--method", "bayes")
+    assert code == 2  # a usage error, before any work
