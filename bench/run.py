@@ -98,6 +98,13 @@ BENCHES: tuple[Bench, ...] = (
         timeout_s=300,
         quick_timeout_s=120,
     ),
+    Bench(
+        "serve",
+        "bench_serve.py",
+        "Real node: generation with and without confidence probes",
+        timeout_s=600,
+        quick_timeout_s=120,
+    ),
     Bench("soak", "bench_soak.py", "Soak", timeout_s=2400, quick_timeout_s=600),
     Bench(
         "warehouse",
