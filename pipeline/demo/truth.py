@@ -80,7 +80,8 @@ def trace_yardsticks(
     the records uniformly, so each segment weighs its share of the records.
     A record is the oracle's latent trajectory (:func:`~pipeline.sim.trace.trace_latent`):
     checkpoint EM against the record's gold answers, the end with ``final_answer``'s.
-    Savings, like the simulator's, do not net the probes' tokens.
+    Savings are net of the records' probe tokens (a rule that can stop early
+    probes every checkpoint from ``min_tokens`` on), as the fleet's are.
 
     Raises:
         ValueError: no records.
@@ -89,10 +90,12 @@ def trace_yardsticks(
         msg = "trace_yardsticks needs at least one record"
         raise ValueError(msg)
     latents: dict[str, list[Latent]] = {}
+    costs: dict[str, list[int]] = {}
     for record in records:
         trace = TraceRequest.of(record)
         latents.setdefault(trace.key, []).append(trace_latent(trace, budget))
-    curves = {key: em_curve(found, _GRID, min_tokens) for key, found in latents.items()}
+        costs.setdefault(trace.key, []).append(record.probe_tokens)
+    curves = {key: em_curve(found, _GRID, min_tokens, costs[key]) for key, found in latents.items()}
     full_tokens = {k: sum(lat.tokens[-1] for lat in v) / len(v) for k, v in latents.items()}
     weights = {key: float(len(found)) for key, found in latents.items()}
     return _from_curves(curves, weights, full_tokens, epsilon, signed=signed)
@@ -126,7 +129,8 @@ def _from_curves(
         if pooled_drop > epsilon:
             break
         pooled_saving = sum(tok_w[k] * curves[k][j].token_saving for k in curves) / tok_total
-        chosen = (_GRID[j], pooled_saving, pooled_drop)
+        if chosen is None or pooled_saving >= chosen[1]:  # net of probes: not monotone
+            chosen = (_GRID[j], pooled_saving, pooled_drop)
     if chosen is None:
         static = Yardstick("static threshold", 0.0, 0.0, "no threshold meets epsilon")
     else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from pipeline.sim.model import Latent, request_rng, sample_latent
 from pipeline.sim.scenario import Scenario, ScenarioName, scenario
@@ -99,23 +100,32 @@ def sample_segment(
 
 
 def em_curve(
-    latents: Iterable[Latent], grid: Sequence[float], min_tokens: int = 0
+    latents: Iterable[Latent],
+    grid: Sequence[float],
+    min_tokens: int = 0,
+    probe_costs: Sequence[int] | None = None,
 ) -> tuple[CurvePoint, ...]:
     """EM drop, gain, early EM and token saving of each threshold of ``grid`` on a sample.
 
     One pass per trajectory: the stop index only moves forward as the
     threshold rises, so the cost is O(checkpoints + grid) per trajectory.
+    ``probe_costs`` (one per latent, in order) charges a rule below 1.0 a
+    probe at every checkpoint from ``min_tokens`` on up to its stop (the end is
+    the answer's own extraction, not a probe), so savings are net of probes.
     """
     thresholds = sorted(grid)
     m = len(thresholds)
     drop, gain, right, used = [0] * m, [0] * m, [0] * m, [0] * m
     full_tokens = count = 0
+    costs = iter(probe_costs) if probe_costs is not None else None
     for lat in latents:
         tokens, conf, correct = lat.tokens, lat.confidence, lat.correct
         last = len(tokens) - 1
         full_right = correct[last]
         full_tokens += tokens[last]
         count += 1
+        cost = next(costs) if costs is not None else 0
+        probed = list(accumulate(int(t >= min_tokens) for t in tokens[:last])) or [0]
         i = 0
         for j, theta in enumerate(thresholds):
             while i < last and (tokens[i] < min_tokens or conf[i] < theta):
@@ -125,6 +135,8 @@ def em_curve(
             gain[j] += early_right and not full_right
             right[j] += early_right
             used[j] += tokens[i]
+            if cost and theta < 1.0:
+                used[j] += cost * probed[min(i, last - 1)] if last else 0
     if not count:
         msg = "em_curve needs at least one trajectory"
         raise ValueError(msg)
@@ -143,16 +155,21 @@ def em_curve(
 def oracle_threshold(
     curve: Sequence[CurvePoint], epsilon: float, *, signed: bool = False
 ) -> CurvePoint | None:
-    """The last grid point, walking down from the safest, whose EM drop is within ``epsilon``.
+    """The best grid point a walk down from the safest reaches within ``epsilon``.
 
+    Best: the largest token saving among the points the walk passes while
+    the EM drop stays within ``epsilon`` (ties: the lower threshold).
     ``signed`` judges the EM drop the operator measures (``em_drop - em_gain``: an
     early answer that fixes a wrong full one counts in favour), else the one-sided loss.
+    Without probe costs savings only grow as the threshold falls, so this is the
+    walk's last point; with them (:func:`em_curve`) a low threshold can save less.
     """
     chosen = None
     for point in sorted(curve, key=lambda p: p.threshold, reverse=True):
         if (point.em_drop - point.em_gain if signed else point.em_drop) > epsilon:
             break
-        chosen = point
+        if chosen is None or point.token_saving >= chosen.token_saving:
+            chosen = point
     return chosen
 
 

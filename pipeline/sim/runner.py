@@ -283,7 +283,7 @@ class FleetRunner:
             c["requests"] += 1
             c["exploration"] += event.exploration
             c["early_stops"] += early
-            c["tokens_generated"] += event.tokens_generated
+            c["tokens_generated"] += event.tokens_generated + event.tokens_probe  # net of probes
             c["tokens_full"] += full
             c["events_queued" if queued else "dropped"] += 1
 

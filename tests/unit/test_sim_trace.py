@@ -245,8 +245,10 @@ def test_the_oracle_curve_agrees_with_the_replay() -> None:
 
 def test_yardsticks_on_records() -> None:
     # Right at the end (and from 24 tokens on) in one segment; wrong at the end in the other.
-    good = [record(rid=f"g{i}") for i in range(10)]
-    fickle = [record(rid=f"f{i}", final="43", segment="demo/facts/short") for i in range(10)]
+    good = [record(rid=f"g{i}", probe=0) for i in range(10)]
+    fickle = [
+        record(rid=f"f{i}", final="43", segment="demo/facts/short", probe=0) for i in range(10)
+    ]
     oracle, static = trace_yardsticks(good + fickle, 0.02, min_tokens=0)
     # Per segment: stop at 24 tokens (any threshold above 0.60) in the first, at
     # 16 in the second (its full answer is wrong anyway: a signed drop of 0).
@@ -258,10 +260,27 @@ def test_yardsticks_on_records() -> None:
     assert static.token_saving == pytest.approx(13 / 37)
     assert static.em_drop == pytest.approx(-0.5)
     # Confident and wrong at the first checkpoint: only an unreachable threshold is safe.
-    bad = [record((0.95, 0.3, 0.3, 0.3), ("1", "42", "42", "42"), rid=f"b{i}") for i in range(5)]
+    bad = [
+        record((0.95, 0.3, 0.3, 0.3), ("1", "42", "42", "42"), rid=f"b{i}", probe=0)
+        for i in range(5)
+    ]
     oracle, static = trace_yardsticks(bad, 0.02, min_tokens=0)
     assert oracle.token_saving == pytest.approx(0.0)
     assert static.detail == "threshold 0.96"
+
+
+def test_yardsticks_are_net_of_probe_tokens() -> None:
+    # 7 probe tokens per checkpoint: stopping at 24 costs 24 + 3 x 7 = 45 > 37, so the
+    # first segment is best off (1.0, no probes); the second stops at 16 for 16 + 14 = 30.
+    good = [record(rid=f"g{i}") for i in range(10)]
+    fickle = [record(rid=f"f{i}", final="43", segment="demo/facts/short") for i in range(10)]
+    oracle, static = trace_yardsticks(good + fickle, 0.02, min_tokens=0)
+    assert oracle.token_saving == pytest.approx((0 + 7) / 2 / 37)
+    # No single threshold below 1.0 saves anything net of its probes within epsilon.
+    assert (static.detail, static.token_saving) == ("threshold 1.00", 0.0)
+    bad = [record((0.95, 0.3, 0.3, 0.3), ("1", "42", "42", "42"), rid=f"b{i}") for i in range(5)]
+    oracle, static = trace_yardsticks(bad, 0.02, min_tokens=0)
+    assert (oracle.token_saving, static.detail) == (0.0, "threshold 1.00")
 
 
 def test_a_runner_with_a_trace_replays_records() -> None:
@@ -284,12 +303,12 @@ def test_a_runner_with_a_trace_replays_records() -> None:
 
 def test_a_trace_demo_sets_its_yardsticks_on_the_records_and_has_no_drift(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
-    path.write_text("".join(record(rid=f"g{i}").to_line() + "\n" for i in range(10)))
+    path.write_text("".join(record(rid=f"g{i}", probe=0).to_line() + "\n" for i in range(10)))
     config = DemoConfig(duration_s=60.0, trace=path, run_id="demotest")
     assert config.min_tokens == 8
     rows = {f.name: f for f in figures(DemoResult(config, tmp_path))}
     oracle = rows["oracle saving (truth, trace records)"]
-    assert oracle.value == f"{13 / 37:.1%}"  # a stop at 24 tokens (min_tokens 8)
+    assert oracle.value == f"{13 / 37:.1%}"  # a stop at 24 tokens (min_tokens 8, free probes)
     assert rows["drift"].value == "n/a: a trace replay has no drift"
     assert not any("drift corrected" in name for name in rows)
     spec = yaml.safe_load(write_spec(load_settings(), config, tmp_path / "run").read_text())
