@@ -19,6 +19,13 @@ if TYPE_CHECKING:
 TRACE = typer.Option(
     None, "--trace", help="Replay this trajectory file (pipeline capture) instead of the model."
 )
+HISTORY = typer.Option(
+    1000,
+    "--history",
+    min=0,
+    help="Exploration samples per segment of a simulated history (another seed) that seed "
+    "the certificates before live traffic (0: start cold; ignored with --trace).",
+)
 
 
 def live_table(sample: Sample, duration_s: float) -> Table:
@@ -75,6 +82,7 @@ def demo(
     period: float | None = typer.Option(None, help="Seconds between optimize cycles."),
     canary_share: float = typer.Option(0.0, min=0.0, max=0.5, help="Canary share (0: none)."),
     trace: Path | None = TRACE,
+    history: int = HISTORY,
 ) -> None:
     """Run the closed loop: stack, worker, controller and a drifting simulated fleet.
 
@@ -88,7 +96,8 @@ def demo(
     if trace is not None:
         read_trace(trace)  # a bad file fails here, before any process starts
     config = DemoConfig(duration_s=duration, nodes=nodes, rate=rate, seed=seed,
-                        period_s=period, canary_share=canary_share, trace=trace)  # fmt: skip
+                        period_s=period, canary_share=canary_share, trace=trace,
+                        history=history)  # fmt: skip
 
     def on_sigterm(*_: object) -> None:
         raise KeyboardInterrupt

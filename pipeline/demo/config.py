@@ -41,6 +41,9 @@ class DemoConfig:
         truth_samples: Monte Carlo samples per segment for the oracle and baseline.
         trace: A trajectory file (``pipeline capture``) the fleet replays instead of
             the simulated model (no drift then; the yardsticks come from its records).
+        history: Exploration samples per segment of a simulated history (another
+            seed, before the drift) fed to the certificates before live traffic
+            (:mod:`pipeline.demo.history`); 0 starts cold. Not used with ``trace``.
     """
 
     duration_s: float = 240.0
@@ -55,6 +58,7 @@ class DemoConfig:
     refresh_s: float = 3.0
     truth_samples: int = 4000
     trace: Path | None = None
+    history: int = 1000
 
     @property
     def policy_name(self) -> str:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from pipeline.config import Settings, settings_env
 from pipeline.demo import observe
 from pipeline.demo.config import DemoConfig, run_dir, signing_key, write_spec
-from pipeline.demo.fleet import Fleet
+from pipeline.demo.fleet import Fleet, demo_scenario
+from pipeline.demo.history import seed_certificates
 from pipeline.demo.procs import Children, DemoError, tail
 from pipeline.errors import PipelineError
 
@@ -165,6 +166,11 @@ def run_demo(
     settings = run_settings(settings, config)
     result.stack_started = ensure_stack(settings, on_line)
     spec = write_spec(settings, config, folder)
+    if config.history and config.trace is None:
+        seeded = seed_certificates(settings.state_dir, spec, demo_scenario(config), config.seed,
+                                   config.history, datetime.now(UTC))  # fmt: skip
+        on_line(f"history: {seeded.samples} simulated exploration samples (another seed) fed "
+                f"to the certificates; {seeded.certified} populations certified")  # fmt: skip
     key = signing_key()
     env = child_env(settings, config, spec, key)
     acks = observe.AckWatcher(settings, config.policy_name)
