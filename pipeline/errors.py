@@ -6,6 +6,7 @@ any of them into one line on stderr and a non-zero exit code.
 
 - PipelineError
     - ConfigError: a setting is invalid; the message names the setting.
+        - TrajectoryFileError: a trajectory file cannot be read; file, line and reason.
     - PrerequisiteError: a program the stack needs is missing (Java, Maven).
     - StackError: an embedded service could not start, or stop.
         - PortInUseError: a port the stack needs is taken by another process.
@@ -24,6 +25,10 @@ class PipelineError(Exception):
 
 class ConfigError(PipelineError):
     """A setting is invalid: fix the environment variable the message names."""
+
+
+class TrajectoryFileError(ConfigError):
+    """A trajectory file cannot be used: the message names the file, line and reason."""
 
 
 class PrerequisiteError(PipelineError):

@@ -291,7 +291,7 @@ def _floor(d: SegmentDecision) -> float:
 
 
 @dataclass(frozen=True, slots=True)
-class Served:
+class Replayed:
     """What a policy does to offline samples: net saving and signed EM drop."""
 
     requests: int
@@ -301,7 +301,7 @@ class Served:
     """Mean of full EM minus served EM."""
 
 
-def served(body: PolicyBody, samples: OfflineSamples, mode: LoadMode = "normal") -> Served:
+def served(body: PolicyBody, samples: OfflineSamples, mode: LoadMode = "normal") -> Replayed:
     """Replay ``body`` (its rule for each key's segment, in ``mode``) on ``samples``.
 
     Raises:
@@ -318,4 +318,4 @@ def served(body: PolicyBody, samples: OfflineSamples, mode: LoadMode = "normal")
         n, full = n + curve.n, full + curve.full_tokens
         spent += int(curve.tokens_used[0])
         signed += int(curve.losses[0] - curve.gains[0])
-    return Served(n, 1.0 - spent / max(full, 1), signed / max(n, 1))
+    return Replayed(n, 1.0 - spent / max(full, 1), signed / max(n, 1))

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, TrajectoryFileError
 from pipeline.node import Controller, RequestPlan
 from pipeline.node.decision import Rule
 from schemas import Checkpoint
@@ -55,10 +55,6 @@ SYSTEM_PROMPT = (
 
 class QuestionFileError(ConfigError):
     """A question-file line is not a valid question: the message names the file and the line."""
-
-
-class TraceFileError(ConfigError):
-    """The output file holds a line that is not a trajectory record (not a cut-off last line)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +135,7 @@ def done_ids(out: Path) -> set[str]:
     the file, so the question is captured again.
 
     Raises:
-        TraceFileError: a complete line is not a trajectory record.
+        TrajectoryFileError: a complete line is not a trajectory record.
     """
     if not out.exists():
         return set()
@@ -156,7 +152,7 @@ def done_ids(out: Path) -> set[str]:
             ids.add(TrajectoryRecord.from_line(line).request_id)
         except ValidationError as exc:
             msg = f"{out} line {number} is not a trajectory record ({exc.errors()[0]['msg']})"
-            raise TraceFileError(msg) from None
+            raise TrajectoryFileError(msg) from None
     return ids
 
 

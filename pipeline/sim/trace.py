@@ -36,7 +36,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from pipeline.errors import ConfigError
+from pipeline.errors import TrajectoryFileError
 from pipeline.node.controller import Controller
 from pipeline.node.decision import RequestPlan
 from pipeline.sim.model import Latent, request_id, request_rng
@@ -54,10 +54,6 @@ from schemas.trajectory import TrajectoryRecord
 DEFAULT_MS_PER_TOKEN = 12.0
 """Latency per token (at no load) of a record without ``secs``; with it, the captured
 run's wall time scales by the share of its tokens (probes included) a replay spends."""
-
-
-class TraceFileError(ConfigError):
-    """The trajectory file cannot be replayed: the message names the file, line and reason."""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -104,7 +100,7 @@ class TraceSet:
     def __post_init__(self) -> None:
         if not self.requests:
             msg = f"{self.source} holds no trajectory record"
-            raise TraceFileError(msg)
+            raise TrajectoryFileError(msg)
 
     @classmethod
     def of(cls, records: Sequence[TrajectoryRecord], source: str = "trace") -> TraceSet:
@@ -123,13 +119,13 @@ def read_trace(path: Path) -> TraceSet:
     """The records of a trajectory file (blank lines skipped).
 
     Raises:
-        TraceFileError: unreadable, empty, or a line that is not a trajectory record.
+        TrajectoryFileError: unreadable, empty, or a line that is not a trajectory record.
     """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         msg = f"cannot read trajectory file {path}: {exc}"
-        raise TraceFileError(msg) from None
+        raise TrajectoryFileError(msg) from None
     records = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -140,7 +136,7 @@ def read_trace(path: Path) -> TraceSet:
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
             msg = f"{path} line {number}: not a trajectory record ({where}: {first['msg']})"
-            raise TraceFileError(msg) from None
+            raise TrajectoryFileError(msg) from None
     return TraceSet.of(records, str(path))
 
 

@@ -13,6 +13,7 @@ from pipeline.demo.acceptance import figures
 from pipeline.demo.config import DemoConfig, write_spec
 from pipeline.demo.run import DemoResult
 from pipeline.demo.truth import trace_yardsticks
+from pipeline.errors import TrajectoryFileError
 from pipeline.node.controller import Controller
 from pipeline.node.decision import RequestPlan, Rule, buckets
 from pipeline.node.emitter import EmitterStats
@@ -21,7 +22,6 @@ from pipeline.sim import FeedbackConfig, LabelConfig
 from pipeline.sim.oracle import em_curve
 from pipeline.sim.runner import FleetRunner, RunConfig
 from pipeline.sim.trace import (
-    TraceFileError,
     TraceRequest,
     TraceSet,
     read_trace,
@@ -213,7 +213,7 @@ def test_labels_carry_the_records_gold_answers() -> None:
 def test_read_trace_names_the_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     path.write_text(record().to_line() + "\n\n" + '{"request_id": "x"}\n')
-    with pytest.raises(TraceFileError, match=r"t\.jsonl line 3"):
+    with pytest.raises(TrajectoryFileError, match=r"t\.jsonl line 3"):
         read_trace(path)
     path.write_text(record().to_line() + "\n")
     assert len(read_trace(path)) == 1
