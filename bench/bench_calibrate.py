@@ -13,7 +13,10 @@ with one epsilon in every load mode, delta ``--delta``:
 - anytime: the shipped spec's method (betting e-processes, signed loss
   ``EM_full - EM_early``, fixed sequence from the safest threshold below 1.0);
 - ltt: plain Learn-then-Test (one look, exact binomial p-values of the
-  one-sided loss ``1[full right, early wrong]``, fixed sequence from 1.0 down).
+  one-sided loss ``1[full right, early wrong]``, fixed sequence from 1.0 down);
+- signed: one look at the signed loss (paired Clopper-Pearson bounds of the
+  loss and gain rates, :func:`pipeline.optimizer.ltt.signed_p_value`), what
+  ``pipeline calibrate`` runs by default.
 
 Both use the spec's other settings (split ``none``: delta per certificate,
 min_tokens 32) with ``--min-samples`` (a population with fewer samples pools
@@ -41,6 +44,7 @@ from _common import Report, add_json_argument
 from pipeline.optimizer import PolicySpec, load_spec, min_certifiable_samples, parse_spec
 from pipeline.optimizer.anytime import BettingState
 from pipeline.optimizer.certify import certificate_delta
+from pipeline.optimizer.ltt import signed_p_value
 from pipeline.optimizer.offline import (
     calibrate,
     calibration_spec,
@@ -52,14 +56,17 @@ from schemas.trajectory import TrajectoryRecord, segment_from_key
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).resolve().parents[1] / "data/real/real_trajectories_sample.jsonl"
-METHODS = ("anytime", "ltt")
+METHODS = ("anytime", "ltt", "signed")
 
 
 def method_spec(base: PolicySpec, method: str) -> PolicySpec:
-    """The spec with the named certification: ``anytime`` (as shipped) or one-look ``ltt``."""
+    """The spec with the named certification: ``anytime`` (as shipped), plain one-look
+    ``ltt`` (one-sided loss) or one-look ``signed`` (what ``pipeline calibrate`` runs)."""
     data = base.model_dump(mode="json")
     if method == "ltt":
         data["risk"] = {**data["risk"], "method": "ltt", "loss": "one_sided"}
+    elif method == "signed":
+        data["risk"] = {**data["risk"], "method": "ltt", "loss": "signed"}
     else:
         data["risk"] = {**data["risk"], "method": "anytime", "loss": "signed"}
     return parse_spec(data, source=f"{base.name} ({method})")
@@ -151,6 +158,11 @@ def _measure(
 def loss_free_samples(spec: PolicySpec) -> int:
     """Fewest samples, all without a loss, with which the spec's method certifies anything."""
     epsilon, delta = spec.load_modes.normal.epsilon, spec.risk.delta
+    if spec.risk.method == "ltt" and spec.risk.loss == "signed":
+        n = 1
+        while signed_p_value(np.array([0]), np.array([0]), n, epsilon)[0] > delta:
+            n += 1
+        return n
     if spec.risk.method == "ltt":
         return min_certifiable_samples(epsilon, delta)  # split none: delta per test
     lower = -1.0 if spec.risk.loss == "signed" else 0.0

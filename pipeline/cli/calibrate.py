@@ -46,13 +46,15 @@ class MethodOpt(StrEnum):
     """How the file is certified."""
 
     ltt = "ltt"
+    signed = "signed"
     anytime = "anytime"
 
 
 METHOD = typer.Option(
     MethodOpt.ltt,
     "--method",
-    help="ltt: one look at the file (Learn-then-Test); anytime: the controller's certificates.",
+    help="ltt: one look (Learn-then-Test, one-sided loss); signed: one look at the signed "
+    "EM drop; anytime: the controller's certificates.",
 )
 OUT = typer.Option(None, "--out", help="Write the policy body (JSON) here.")
 REGISTER = typer.Option(

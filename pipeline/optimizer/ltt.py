@@ -62,8 +62,77 @@ def hoeffding_bentkus_p_value(losses: IntArray, n: int, epsilon: float) -> Float
     return p
 
 
-def p_values(curve: Curve, epsilon: float, method: PValueMethod = "binomial") -> FloatArray:
-    """P-values of H0(θ): risk > ε for every threshold of the curve's grid."""
+SIGNED_LOSS_SHARE = 0.8
+"""Of a signed test's level, the share spent on the losses' upper bound (the rest on the
+gains' lower bound): fixed in advance, because gains are usually the rarer of the two."""
+
+
+def _cp_upper(count: FloatArray, n: int, alpha: float | FloatArray) -> FloatArray:
+    upper: FloatArray = np.where(
+        count >= n, 1.0, stats.beta.ppf(1.0 - alpha, count + 1, np.maximum(n - count, 1))
+    )
+    return upper
+
+
+def _cp_lower(count: FloatArray, n: int, alpha: float | FloatArray) -> FloatArray:
+    lower: FloatArray = np.where(
+        count <= 0, 0.0, stats.beta.ppf(alpha, np.maximum(count, 1), n - count + 1)
+    )
+    return lower
+
+
+def signed_upper(
+    losses: IntArray, gains: IntArray, n: int, alpha: float | FloatArray
+) -> FloatArray:
+    """A (1 - alpha) upper bound on ``p_loss - p_gain``, the mean signed EM drop.
+
+    Clopper-Pearson's upper bound of the loss rate at ``SIGNED_LOSS_SHARE *
+    alpha`` minus its lower bound of the gain rate at the rest: both hold
+    together with probability at least 1 - alpha (a union bound), and then so
+    does the difference. Exact for 0/1 outcomes and one look; 1.0 without samples.
+    """
+    if n == 0:
+        return np.ones(np.shape(losses), dtype=np.float64)
+    lo = np.asarray(losses, dtype=np.float64)
+    ga = np.asarray(gains, dtype=np.float64)
+    bound: FloatArray = _cp_upper(lo, n, SIGNED_LOSS_SHARE * alpha) - _cp_lower(
+        ga, n, (1.0 - SIGNED_LOSS_SHARE) * alpha
+    )
+    return bound
+
+
+def signed_p_value(losses: IntArray, gains: IntArray, n: int, epsilon: float) -> FloatArray:
+    """P-values of "mean signed EM drop > ε": the least alpha whose :func:`signed_upper` <= ε.
+
+    Valid: under the null, the bound falls to ε or below only when one of its
+    two Clopper-Pearson bounds fails, which has probability at most alpha. The
+    bound shrinks as alpha grows, so the least alpha is found by bisection.
+    """
+    shape = np.shape(losses)
+    if n == 0:
+        return np.ones(shape, dtype=np.float64)
+    low = np.zeros(shape, dtype=np.float64)
+    high = np.ones(shape, dtype=np.float64)
+    for _ in range(40):  # alpha to within 1e-12
+        mid = (low + high) / 2
+        ok = signed_upper(losses, gains, n, mid) <= epsilon
+        high = np.where(ok, mid, high)
+        low = np.where(ok, low, mid)
+    never = signed_upper(losses, gains, n, 1.0) > epsilon
+    p: FloatArray = np.where(never, 1.0, high)
+    return p
+
+
+def p_values(
+    curve: Curve, epsilon: float, method: PValueMethod = "binomial", *, signed: bool = False
+) -> FloatArray:
+    """P-values of H0(θ): risk > ε for every threshold of the curve's grid.
+
+    ``signed``: the risk is the mean signed EM drop (:func:`signed_p_value`),
+    else the one-sided loss rate.
+    """
+    if signed:
+        return signed_p_value(curve.losses, curve.gains, curve.n, epsilon)
     if method == "binomial":
         return binomial_p_value(curve.losses, curve.n, epsilon)
     return hoeffding_bentkus_p_value(curve.losses, curve.n, epsilon)
@@ -109,7 +178,12 @@ class LttResult:
 
 
 def learn_then_test(
-    curve: Curve, epsilon: float, delta: float, method: PValueMethod = "binomial"
+    curve: Curve,
+    epsilon: float,
+    delta: float,
+    method: PValueMethod = "binomial",
+    *,
+    signed: bool = False,
 ) -> LttResult:
     """Fixed-sequence test over the curve's grid, from 1.0 toward its lowest threshold.
 
@@ -117,9 +191,10 @@ def learn_then_test(
         curve: Loss counts per threshold on the population.
         epsilon: Tolerated risk (EM drop).
         delta: Level of this test (already split across tests by the caller).
-        method: P-value family.
+        method: P-value family (of the one-sided loss).
+        signed: Certify the mean signed EM drop instead (:func:`signed_p_value`).
     """
-    pvals = p_values(curve, epsilon, method)
+    pvals = p_values(curve, epsilon, method, signed=signed)
     index: int | None = None
     tested: list[float] = []
     shown: list[float] = []

@@ -115,8 +115,11 @@ def calibration_spec(
     ``method`` replaces the spec's ``risk.method``: ``ltt`` (one look) suits a
     file that is looked at once; ``anytime`` pays for validity at every look,
     which an offline calibration does not need (it certifies far less at small n).
-    ``ltt`` tests the one-sided loss, an upper bound of the signed EM drop, so
-    its certificate holds for the signed drop too.
+    ``ltt`` tests the one-sided loss (exact binomial; it bounds the signed drop
+    from above, so its certificate holds for the signed drop too); ``signed``
+    tests the signed drop itself with paired exact bounds of the loss and gain
+    rates (:func:`pipeline.optimizer.ltt.signed_p_value`): stronger when early
+    answers often fix wrong full ones, a little weaker when they seldom do.
 
     ``epsilon`` replaces every load mode's and drops the tolerance overrides
     (one epsilon everywhere); ``min_tokens`` replaces every settings entry's.
@@ -131,10 +134,12 @@ def calibration_spec(
         data["tolerance"] = {"tenants": {}, "segments": {}}
     if delta is not None:
         data["risk"]["delta"] = delta
-    if method is not None:
+    if method == "signed":  # one look at the signed loss (paired exact bounds)
+        data["risk"] = {**data["risk"], "method": "ltt", "loss": "signed"}
+    elif method == "ltt":  # plain Learn-then-Test: the one-sided loss bounds the signed one
+        data["risk"] = {**data["risk"], "method": "ltt", "loss": "one_sided"}
+    elif method is not None:
         data["risk"]["method"] = method
-        if method == "ltt":  # its exact test bounds the one-sided loss, itself >= the signed
-            data["risk"]["loss"] = "one_sided"
     if min_tokens is not None:
         for settings in data["segments"]["settings"].values():
             settings["min_tokens"] = min_tokens

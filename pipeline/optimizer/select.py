@@ -33,6 +33,7 @@ from pipeline.optimizer.ltt import (
     empirical_oracle,
     hoeffding_upper,
     learn_then_test,
+    signed_upper,
 )
 from pipeline.optimizer.pareto import ParetoPoint, pareto_points
 from pipeline.optimizer.proposal import Guarantee, Proposal, SegmentDecision
@@ -145,16 +146,20 @@ def _bound(
     certified: bool,
     epsilon: float,
     drop: float,
-    losses: int,
+    counts: tuple[int, int],
     n: int,
     delta: float,
 ) -> float:
     # anytime: what is certified at every cycle is epsilon itself; ltt: the one-look
-    # Clopper-Pearson bound of the loss; an uncertified signed loss: a Hoeffding bound.
+    # Clopper-Pearson bound of the loss (one-sided) or of loss minus gain rates (signed);
+    # an uncertified anytime signed loss: a Hoeffding bound.
+    losses, gains = counts
     if spec.risk.method == "anytime" and certified:
         return epsilon
     if spec.risk.loss == "one_sided":
         return clopper_pearson_upper(losses, n, delta)
+    if spec.risk.method == "ltt":
+        return float(signed_upper(np.array([losses]), np.array([gains]), n, delta)[0])
     return hoeffding_upper(drop, n, delta, width=2.0)
 
 
@@ -215,7 +220,9 @@ def _decide(
         token_saving=float(curve.token_saving()[final]),
         budget_saving=float(curve.budget_saving()[final]),
         em_drop=drop,
-        em_drop_bound=_bound(spec, certified, epsilon, drop, losses, curve.n, delta),
+        em_drop_bound=_bound(
+            spec, certified, epsilon, drop, (losses, int(curve.gains[final])), curve.n, delta
+        ),
         full_em=curve.full_correct / max(curve.n, 1),
         p_values=tuple(zip(result.tested, result.p_values, strict=True)) if result else (),
         oracle_threshold=None if oracle is None else grid[oracle],
@@ -306,7 +313,11 @@ def optimize(
     for mode, plan in plans.items():
         for pop, epsilon in plan:
             results[mode, pop, epsilon] = learn_then_test(
-                curves[pop], epsilon, deltas[mode], spec.risk.p_value
+                curves[pop],
+                epsilon,
+                deltas[mode],
+                spec.risk.p_value,
+                signed=spec.risk.loss == "signed",
             )
 
     def result_of(mode: LoadMode, pop: str, epsilon: float) -> LttResult | None:

@@ -145,16 +145,17 @@ class RiskSpec(_Spec):
     ``ltt``: Learn-then-Test on each cycle's samples, valid for one look."""
     loss: Loss = "one_sided"
     """``signed``: the EM drop the operator measures (full EM minus served EM; an
-    early answer that fixes a wrong full one counts in favour); ``one_sided``:
-    the share of requests made worse, a stricter promise (``ltt`` needs it)."""
+    early answer that fixes a wrong full one counts in favour; with ``ltt``, paired
+    Clopper-Pearson bounds of the loss and gain rates); ``one_sided``: the share of
+    requests made worse, a stricter promise."""
     max_certificates: Annotated[int, Field(ge=1, le=100_000)] = 64
     """With ``anytime`` and a split: delta is shared by at most this many
     (population, epsilon) certificates, each at ``delta / max_certificates``."""
 
     @model_validator(mode="after")
-    def _ltt_is_one_sided(self) -> Self:
-        if self.method == "ltt" and self.loss != "one_sided":
-            msg = "method 'ltt' certifies the one-sided loss only; use method 'anytime'"
+    def _signed_ltt_is_exact(self) -> Self:
+        if self.method == "ltt" and self.loss == "signed" and self.p_value != "binomial":
+            msg = "method 'ltt' certifies the signed loss with exact (binomial) bounds only"
             raise ValueError(msg)
         return self
 

@@ -160,5 +160,8 @@ def test_one_look_is_the_default_and_a_wrong_method_is_a_usage_error(sample: Pat
     assert (data["method"], data["loss"]) == ("ltt", "one_sided")
     normal = data["segments"]["global"]["normal"]
     assert normal["certified"] and normal["threshold"] < 1.0
+    code, out = invoke(str(sample), "--spec", str(SPEC), "--method", "signed", "--json")
+    assert code == 0, out
+    assert (json.loads(out)["method"], json.loads(out)["loss"]) == ("ltt", "signed")
     code, out = invoke(str(sample), "--method", "bayes")
     assert code == 2  # a usage error, before any work

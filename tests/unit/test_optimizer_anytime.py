@@ -136,12 +136,13 @@ def test_request_losses_agree_with_the_curve_counts_and_one_is_off() -> None:
     assert request_losses(batch, grid, 16, one_sided=True).min() == 0
 
 
-def test_ltt_cannot_promise_the_signed_loss() -> None:
+def test_ltt_promises_the_signed_loss_with_exact_bounds_only() -> None:
     from pipeline.optimizer import SpecError
     from tests.unit._optimizer_data import spec_with
 
-    with pytest.raises(SpecError, match="one-sided"):
-        spec_with(risk={"method": "ltt", "loss": "signed"})
+    assert spec_with(risk={"method": "ltt", "loss": "signed"}).risk.loss == "signed"
+    with pytest.raises(SpecError, match="exact"):
+        spec_with(risk={"method": "ltt", "loss": "signed", "p_value": "hoeffding_bentkus"})
 
 
 def test_a_pooled_certificate_needs_a_reviewer_unless_the_spec_allows_it() -> None:
