@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.controller.certificates import write_json_atomically
 from pipeline.controller.reader import Paired
 
 log = logging.getLogger(__name__)
@@ -131,14 +130,4 @@ def load_ledger(path: Path, carrier: int, candidate: int, since: datetime) -> Ca
 
 def save_ledger(path: Path, ledger: CanaryLedger) -> None:
     """Write ``ledger`` atomically (a reader sees the old file or the new one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".canary-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(ledger.to_json(), out, separators=(",", ":"))
-            out.flush()
-            os.fsync(out.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomically(path, ledger.to_json())

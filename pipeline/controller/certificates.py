@@ -54,12 +54,17 @@ def load_book(path: Path, spec: PolicySpec) -> Saved:
 
 def save_book(path: Path, saved: Saved) -> None:
     """Write ``saved`` atomically (a reader sees the old file or the new one, never half)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {
         "watermark": saved.watermark.isoformat() if saved.watermark else None,
         "book": saved.book.to_json(),
     }
-    fd, tmp = tempfile.mkstemp(prefix=".certificates-", dir=path.parent)
+    write_json_atomically(path, data)
+
+
+def write_json_atomically(path: Path, data: object) -> None:
+    """Write ``data`` as JSON to ``path`` through a synced temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as out:
             json.dump(data, out, separators=(",", ":"))
