@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 
 class Part(BaseModel):
@@ -39,6 +39,15 @@ class Message(Part):
 
     schema_version: Literal[1] = 1
     """Version of this contract; consumers refuse versions they do not know."""
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _no_bool_version(cls, value: object) -> object:
+        # A Literal[1] alone takes True (True == 1); the JSON Schema's const 1 does not.
+        if isinstance(value, bool):
+            msg = "schema_version is an integer, not a boolean"
+            raise ValueError(msg)
+        return value
 
     def to_bytes(self) -> bytes:
         """Serialise to compact UTF-8 JSON, the wire format of every topic."""

@@ -6,16 +6,38 @@ in the exported JSON Schema and for producers written in other languages.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Literal
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, Field, Strict, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    Field,
+    Strict,
+    StringConstraints,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
 
 MAX_TOKENS = 1_000_000
 """Upper bound of every token count; far above any context window in use."""
 
 MAX_INT64 = 2**63 - 1
 """Kafka offsets and row versions are signed 64-bit integers downstream."""
+
+MAX_UINT32 = 2**32 - 1
+"""Largest value of a ClickHouse ``UInt32`` column."""
+
+MAX_KAFKA_PARTITION = 2**31 - 1
+"""Kafka partitions are signed 32-bit integers (the warehouse column is ``UInt32``)."""
+
+MAX_LATENCY_MS = 7 * 24 * 3600 * 1000
+"""Longest latency a request may report: 7 days in milliseconds (604,800,000).
+
+A product bound, far above any request timeout; it also keeps the value exact
+to 64 ms in the warehouse's ``Float32`` column (which overflows near 3.4e38)."""
 
 MAX_ID_CHARS = 128
 MAX_SHORT_TEXT = 1024
@@ -24,6 +46,51 @@ MAX_TRAJECTORY_POINTS = 512
 
 _NO_SPACE_OR_CONTROL = r"^[^\s\x00-\x1f\x7f-\x9f]+$"
 _SEGMENT_PART = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+# The warehouse's DateTime64(3, 'UTC') holds 1900-01-01 .. 2299-12-31. A timestamp's
+# year as written is 1901 to 2298 and its offset within +-14:00, so every instant a
+# producer can write lands inside that range, whatever its offset.
+_YEAR = r"(?:190[1-9]|19[1-9]\d|2[01]\d\d|22[0-8]\d|229[0-8])"
+_DATE = _YEAR + r"-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+_TIME = r"(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?"
+_OFFSET = r"(?:[Zz]|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)"
+TIMESTAMP_PATTERN = f"^{_DATE}[Tt]{_TIME}{_OFFSET}$"
+"""The JSON form of a :data:`Timestamp`: RFC 3339 with seconds, years 1901 to 2298,
+offsets within +-14:00. Also in the JSON Schema, so it holds without format assertion."""
+
+TIMESTAMP_MIN = datetime(1901, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+"""The earliest instant of a :data:`Timestamp` (1900-12-31T10:00:00Z)."""
+
+TIMESTAMP_MAX = datetime(2298, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=-14)))
+"""The latest instant of a :data:`Timestamp` (2299-01-01T13:59:59.999999Z)."""
+
+_TIMESTAMP_RE = re.compile(TIMESTAMP_PATTERN)
+
+
+def _rfc3339(value: object, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    # A datetime, or in JSON a string of TIMESTAMP_PATTERN: pydantic alone (lax, so that
+    # JSON strings parse) also takes "2024-05-01 12:00Z", "1704067200" or a number.
+    if isinstance(value, datetime):
+        return handler(value)
+    if not (isinstance(value, str) and info.mode == "json"):
+        msg = "Input should be a valid datetime"
+        raise ValueError(msg)
+    parsed = handler(value)  # pydantic's own errors first: not a datetime, no timezone
+    if not _TIMESTAMP_RE.fullmatch(value):
+        msg = "Input should be a valid datetime: RFC 3339 with seconds, years 1901 to 2298"
+        raise ValueError(msg)
+    return parsed
+
+
+def _timestamp_json_schema(schema: dict[str, Any]) -> None:
+    # pydantic writes ge/le as they are, keywords no validator knows: say it in JSON terms.
+    schema.pop("ge", None)
+    schema.pop("le", None)
+    schema["pattern"] = TIMESTAMP_PATTERN
+    # ajv-formats' keywords for date-time ranges; others ignore them, the pattern holds.
+    schema["formatMinimum"] = TIMESTAMP_MIN.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    schema["formatMaximum"] = TIMESTAMP_MAX.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -67,8 +134,27 @@ Count = Annotated[int, Field(ge=0, le=MAX_INT64)]
 Version = Annotated[int, Field(ge=1, le=MAX_INT64)]
 """A version number, starting at 1."""
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-"""A timezone-aware instant, normalised to UTC; naive datetimes are refused."""
+Timestamp = Annotated[
+    AwareDatetime,
+    Strict(False),
+    Field(ge=TIMESTAMP_MIN, le=TIMESTAMP_MAX, json_schema_extra=_timestamp_json_schema),
+    WrapValidator(_rfc3339),
+    AfterValidator(_to_utc),
+]
+"""A timezone-aware instant, normalised to UTC; naive datetimes are refused.
+
+In JSON, :data:`TIMESTAMP_PATTERN` (years 1901 to 2298 as written); as a Python
+datetime, an instant from :data:`TIMESTAMP_MIN` to :data:`TIMESTAMP_MAX`. Both
+fit the warehouse's ``DateTime64(3, 'UTC')`` (1900-01-01 .. 2299-12-31)."""
+
+LatencyMs = Annotated[float, Field(ge=0.0, le=MAX_LATENCY_MS, allow_inf_nan=False)]
+"""A finite latency in milliseconds, 0 to 7 days (:data:`MAX_LATENCY_MS`)."""
+
+EventPolicyVersion = Annotated[int, Field(ge=0, le=MAX_UINT32)]
+"""The policy version an event reports, 0 to 2**32 - 1 (the warehouse's ``UInt32``)."""
+
+KafkaPartition = Annotated[int, Field(ge=0, le=MAX_KAFKA_PARTITION)]
+"""A Kafka partition number, 0 to 2**31 - 1."""
 
 LaxTuple = Strict(False)
 """Marker for tuple fields: accept a list from Python callers, items stay strict."""

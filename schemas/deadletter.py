@@ -7,7 +7,15 @@ from datetime import datetime
 from typing import Self
 
 from schemas._base import Message
-from schemas._types import MAX_LONG_TEXT, Count, ErrorKind, Id, LongText, Timestamp
+from schemas._types import (
+    MAX_LONG_TEXT,
+    Count,
+    ErrorKind,
+    Id,
+    KafkaPartition,
+    LongText,
+    Timestamp,
+)
 
 # A dead letter is a Kafka record too, and a worker's producer refuses records
 # over about 1 MB (aiokafka's max_request_size): a larger input record (a 5 MB
@@ -29,8 +37,8 @@ class DeadLetter(Message):
 
     source_topic: Id
     """Topic the record was consumed from."""
-    partition: Count
-    """Its partition."""
+    partition: KafkaPartition
+    """Its partition (Kafka's are signed 32-bit: 0 to 2**31 - 1)."""
     offset: Count
     """Its offset."""
     key: bytes | None

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from schemas._base import Message, Part
 from schemas._types import (
     MAX_TRAJECTORY_POINTS,
     Arm,
     Confidence,
-    Count,
+    EventPolicyVersion,
     Id,
+    LatencyMs,
     LaxTuple,
     LengthBucket,
     LongText,
@@ -63,8 +64,8 @@ class Segment(Part):
     Task ``"global"`` is refused so that the keys cannot collide.
     """
 
-    task: SegmentPart
-    """Task type, e.g. ``"qa"``."""
+    task: Annotated[SegmentPart, Field(json_schema_extra={"not": {"const": GLOBAL_SEGMENT}})]
+    """Task type, e.g. ``"qa"``; never ``"global"``."""
     length_bucket: LengthBucket
     """Prompt length bucket."""
     tenant: SegmentPart
@@ -115,7 +116,37 @@ class InferenceEvent(Message):
     - Exploration requests run with no threshold and carry a trajectory.
     - Trajectory token counts strictly increase and never exceed
       ``tokens_generated``.
+
+    The JSON Schema states the rules on nulls (``if``/``then``); comparisons
+    between two fields' values it cannot state, so only the models check those.
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "allOf": [
+                {
+                    "if": {
+                        "required": ["exploration"],
+                        "properties": {"exploration": {"const": True}},
+                    },
+                    "then": {
+                        "required": ["trajectory"],
+                        "properties": {
+                            "threshold": {"type": "null"},
+                            "trajectory": {"not": {"type": "null"}},
+                        },
+                    },
+                },
+                {
+                    "if": {
+                        "required": ["stop_reason"],
+                        "properties": {"stop_reason": {"const": "confident"}},
+                    },
+                    "then": {"properties": {"threshold": {"not": {"type": "null"}}}},
+                },
+            ]
+        }
+    )
 
     event_id: Id
     """Unique id of this event (producers may retry; consumers dedupe on it)."""
@@ -131,8 +162,9 @@ class InferenceEvent(Message):
     """Features the policy was chosen by."""
     policy_name: Id
     """The policy the node applied."""
-    policy_version: Count
-    """Version of that policy; 0 before the node received any."""
+    policy_version: EventPolicyVersion
+    """Version of that policy; 0 before the node received any. At most 2**32 - 1
+    (the warehouse column is ``UInt32``): billions of versions, far beyond any rollout."""
     threshold: Confidence | None
     """The threshold actually used; None when early stopping was not allowed."""
     arm: Arm
@@ -154,8 +186,9 @@ class InferenceEvent(Message):
     """Confidence at the stop."""
     answer: LongText
     """The final answer returned to the user."""
-    latency_ms: float = Field(ge=0.0, allow_inf_nan=False)
-    """End-to-end latency in milliseconds."""
+    latency_ms: LatencyMs
+    """End-to-end latency in milliseconds, 0 to 7 days (604,800,000): a product bound
+    far above any request timeout, and one the warehouse's ``Float32`` column holds."""
     node_load: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
     """Node utilisation at the time, 0 (idle) to 1 (saturated)."""
     trajectory: Trajectory | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from schemas._base import Message
 from schemas._types import FeedbackKind, Id, LaxTuple, LongText, ShortText, Timestamp
@@ -24,6 +24,15 @@ class EMLabel(Message):
     Exactly one of ``gold_answers`` (the answer is scored by exact match
     against any of them) or ``verdict`` (the labeler scored it directly).
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["gold_answers"], "properties": {"gold_answers": {"type": "array"}}},
+                {"required": ["verdict"], "properties": {"verdict": {"type": "boolean"}}},
+            ]
+        }
+    )
 
     label_id: Id
     """Unique id of this label."""
@@ -48,6 +57,13 @@ class EMLabel(Message):
 
 class UserFeedback(Message):
     """A signal from the end user about an answer."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"required": ["correction"], "properties": {"correction": {"type": "string"}}},
+            "then": {"properties": {"kind": {"const": "correction"}}},
+        }
+    )
 
     feedback_id: Id
     """Unique id of this feedback."""

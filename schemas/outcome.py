@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Self
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from schemas._base import Message
 from schemas._types import MAX_TRAJECTORY_POINTS, Count, Id, LaxTuple, Timestamp, Version
@@ -26,8 +26,24 @@ class Outcome(Message):
 
     Rules beyond the field bounds: ``request_id`` equals the event's; the
     EM fields are null while unlabeled; ``checkpoint_em`` is aligned with the
-    event's trajectory; ``negative_feedback <= feedback_count``.
+    event's trajectory; ``negative_feedback <= feedback_count``. The JSON
+    Schema states the rules on nulls (``if``/``then``); the equalities and the
+    comparison between fields only the model checks.
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"required": ["labeled"], "properties": {"labeled": {"const": False}}},
+            "then": {
+                "properties": {
+                    "em": {"type": "null"},
+                    "em_full": {"type": "null"},
+                    "checkpoint_em": {"type": "null"},
+                }
+            },
+            "else": {"required": ["em"], "properties": {"em": {"type": "boolean"}}},
+        }
+    )
 
     request_id: Id
     """The request; equal to ``event.request_id``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Annotated, Self
 
-from pydantic import Field, StringConstraints, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from schemas._base import Part
 from schemas._types import (
@@ -36,7 +36,9 @@ ScheduleStep = Annotated[tuple[TokenCount, Confidence], LaxTuple]
 class SegmentPolicy(Part):
     """How one segment stops early."""
 
-    thresholds: dict[LoadMode, Confidence]
+    thresholds: Annotated[
+        dict[LoadMode, Confidence], Field(json_schema_extra={"required": ["normal"]})
+    ]
     """Threshold per load mode; ``"normal"`` is required and is the fallback."""
     min_tokens: TokenCount
     """No early stop before this many tokens."""
@@ -83,7 +85,10 @@ class SegmentPolicy(Part):
         return threshold
 
 
-Segments = Annotated[dict[SegmentKey, SegmentPolicy], Field(max_length=MAX_SEGMENTS)]
+Segments = Annotated[
+    dict[SegmentKey, SegmentPolicy],
+    Field(max_length=MAX_SEGMENTS, json_schema_extra={"required": [GLOBAL_SEGMENT]}),
+]
 
 
 class PolicyBody(Part):
@@ -91,8 +96,25 @@ class PolicyBody(Part):
 
     Both segment maps must contain ``"global"``; lookups fall back along
     :meth:`Segment.ancestors`. The candidate is present exactly when
-    ``candidate_version`` is set and ``canary_share > 0``.
+    ``candidate_version`` is set and ``canary_share > 0`` (in the JSON Schema too).
     """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {
+                "required": ["candidate_version", "canary_share"],
+                "properties": {
+                    "candidate_version": {"type": "integer"},
+                    "canary_share": {"exclusiveMinimum": 0},
+                },
+            },
+            "then": {
+                "required": ["candidate_segments"],
+                "properties": {"candidate_segments": {"type": "object"}},
+            },
+            "else": {"properties": {"candidate_segments": {"type": "null"}}},
+        }
+    )
 
     segments: Segments
     """Production policy per segment key."""

@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas import MAX_TOKENS, Checkpoint, InferenceEvent, Segment, StopReason
+from schemas._types import MAX_LATENCY_MS, MAX_UINT32
 
 ZONES = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
 ids = st.text(
@@ -57,7 +58,7 @@ def inference_events(draw: st.DrawFn) -> InferenceEvent:
             tenant=draw(parts),
         ),
         policy_name=draw(ids),
-        policy_version=draw(st.integers(0, 2**63 - 1)),
+        policy_version=draw(st.integers(0, MAX_UINT32)),
         threshold=threshold,
         arm=draw(st.sampled_from(["production", "candidate"])),
         exploration=exploration,
@@ -68,7 +69,7 @@ def inference_events(draw: st.DrawFn) -> InferenceEvent:
         stop_reason=stop,
         confidence=confidence,
         answer=draw(st.text(max_size=300)),
-        latency_ms=draw(st.floats(0.0, 1e12)),
+        latency_ms=draw(st.floats(0.0, MAX_LATENCY_MS)),
         node_load=draw(unit),
         trajectory=trajectory,
     )
