@@ -46,6 +46,7 @@ def host(
             {
                 "node_id": node_id,
                 "signing_keys": {KEY_ID: SecretStr(key)},
+                "allowed_algorithms": ["hmac-sha256"],
                 "state_dir": Path(state_dir) / node_id,
                 "bootstrap_timeout_s": 120.0,
                 "retry_interval_s": 0.5,

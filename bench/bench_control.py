@@ -91,6 +91,7 @@ def run(
     control = ControlSettings.model_validate(
         {
             "models": {"default": model_name},
+            "algorithm": "hmac-sha256",
             "signing_key_id": KEY_ID,
             "signing_key": key,
             "poll_interval_s": 1.0,

@@ -3,7 +3,8 @@
 A :class:`ThresholdUpdate` is keyed by ``policy_name`` on a compacted topic.
 Its ``checksum`` is the SHA-256 of :func:`canonical_body_bytes`, checked on
 validation; its ``signature`` covers the same bytes and is checked by the
-receiver, who holds the key (see :mod:`schemas.signing`).
+receiver against the key named by ``signing_key_id`` (see :mod:`schemas.signing`):
+an Ed25519 public key (the default), or an HMAC secret (weaker: every holder can sign).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pydantic import StringConstraints, model_validator
 from schemas._base import Message, Part
 from schemas._types import AckStatus, Id, ShortText, SigningAlgorithm, Timestamp, Version
 from schemas.policy import PolicyBody
-from schemas.signing import hmac_sign
+from schemas.signing import Ed25519PrivateKey, ed25519_sign, hmac_sign
 
 Checksum = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 """Lower-case hex SHA-256."""
@@ -120,6 +121,35 @@ class ThresholdUpdate(Message):
             signature=hmac_sign(key, payload),
             signing_key_id=signing_key_id,
             algorithm="hmac-sha256",
+        )
+
+    @classmethod
+    def sign_ed25519(
+        cls,
+        *,
+        policy_name: str,
+        version: int,
+        created_at: datetime,
+        body: PolicyBody,
+        private_key: Ed25519PrivateKey,
+        signing_key_id: str,
+    ) -> Self:
+        """Build an update with its checksum and an Ed25519 signature (base64).
+
+        Raises:
+            TypeError: if ``private_key`` is not an Ed25519 private key.
+            pydantic.ValidationError: if an argument breaks its contract.
+        """
+        payload = canonical_body_bytes(policy_name, version, created_at, body)
+        return cls(
+            policy_name=policy_name,
+            version=version,
+            created_at=created_at,
+            body=body,
+            checksum=hashlib.sha256(payload).hexdigest(),
+            signature=ed25519_sign(private_key, payload),
+            signing_key_id=signing_key_id,
+            algorithm="ed25519",
         )
 
 

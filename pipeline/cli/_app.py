@@ -28,6 +28,7 @@ def _register() -> None:
         calibrate,
         capture,
         demo,
+        keys,
         optimize,
         policy,
         serve,

@@ -54,6 +54,7 @@ class Fleet:
             update={
                 "policy_name": cfg.policy_name,
                 "signing_keys": SecretStr(f'{{"{self.key_id}": "{self.key}"}}'),
+                "allowed_algorithms": "hmac-sha256",  # the demo's run-local key
                 "bootstrap_timeout_s": 20.0,
                 "retry_interval_s": 1.0,
                 # The worker's aiokafka cannot read lz4 without cramjam (not installed).

@@ -101,6 +101,7 @@ def child_env(
     """The environment of the worker and the controller."""
     env = {**os.environ, **settings_env(settings)}
     env.update({
+        "PIPELINE_CONTROL__ALGORITHM": "hmac-sha256",
         "PIPELINE_CONTROL__SIGNING_KEY_ID": key[0],
         "PIPELINE_CONTROL__SIGNING_KEY": key[1],
         "PIPELINE_CONTROL__POLICIES": config.policy_name,

@@ -47,7 +47,7 @@ from pipeline.node.snapshot import (
 )
 from pipeline.node.store import PolicyStore
 from pipeline.node.subscriber import ControlSubscriber, SubscriberStatus
-from pipeline.node.verify import Limits, Verdict, verify_update, version_action
+from pipeline.node.verify import Limits, Trust, Verdict, verify_update, version_action
 
 __all__ = [
     "ControlSubscriber",
@@ -73,6 +73,7 @@ __all__ = [
     "Rule",
     "SubscriberStatus",
     "TransformersStopping",
+    "Trust",
     "Verdict",
     "buckets",
     "compile_snapshot",

@@ -18,8 +18,10 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from schemas import MAX_TOKENS, Id
+from schemas.signing import Ed25519PublicKey, load_public_key
 
 _Frozen = ConfigDict(frozen=True, extra="forbid")
+_ALG = "(ed25519|hmac-sha256)"
 
 
 def _default_node_id() -> str:
@@ -81,12 +83,28 @@ class NodeSettings(BaseModel):
     """This node's id: the key of its acks and a field of its events."""
     policy_name: Id = "default"
     """The policy this node follows (the key on the control topic)."""
+    public_keys: str = "{}"
+    """Trusted Ed25519 public keys by key id: a JSON object ``{"key-id": "<key>", ...}``.
+
+    Each key is PEM or the base64 of its 32 raw bytes (``pipeline keys generate``
+    prints it). Several may be trusted at once, so a key can be rolled over
+    without downtime. A plain string survives ``settings_env``; a mapping is
+    accepted too. An update signed under an id not listed here is refused.
+    """
+    revoked_keys: str = Field(default="", pattern=r"^[^\s,]*(,[^\s,]+)*$")
+    """Key ids refused whatever their signature, comma-separated (a JSON list is accepted)."""
+    allowed_algorithms: str = Field(default="ed25519", pattern=rf"^{_ALG}(,{_ALG})*$")
+    """Signature algorithms accepted, comma-separated: ``ed25519`` and/or ``hmac-sha256``.
+
+    HMAC is refused unless listed here: with it every node holds the secret
+    that signs updates, so one compromised node could forge a policy.
+    """
     signing_keys: SecretStr = SecretStr("{}")
     """HMAC-SHA256 keys by key id, as a JSON object ``{"key-id": "secret", ...}``.
 
-    One secret string rather than a dict, so it never shows in ``repr`` and
-    survives ``settings_env`` to a child process. A mapping is accepted too.
-    An update signed under an id not listed here is refused.
+    Used only when ``allowed_algorithms`` lists ``hmac-sha256``. One secret
+    string rather than a dict, so it never shows in ``repr`` and survives
+    ``settings_env`` to a child process. A mapping is accepted too.
     """
     state_dir: Path = Path(".state/node")
     """Where the last good policy is kept for restarts without a broker."""
@@ -126,6 +144,54 @@ class NodeSettings(BaseModel):
     def _keys_are_a_json_object(cls, value: SecretStr) -> SecretStr:
         _parse_keys(value)
         return value
+
+    @field_validator("public_keys", mode="before")
+    @classmethod
+    def _public_keys_from_mapping(cls, value: object) -> object:
+        return (
+            json.dumps({str(k): v for k, v in value.items()})
+            if isinstance(value, Mapping)
+            else value
+        )
+
+    @field_validator("public_keys")
+    @classmethod
+    def _public_keys_parse(cls, value: str) -> str:
+        try:
+            keys = _parse_keys(SecretStr(value))
+        except ValueError:
+            msg = 'expected a JSON object {"key-id": "<base64 or PEM public key>", ...}'
+            raise ValueError(msg) from None
+        for kid, text in keys.items():
+            try:
+                load_public_key(text)
+            except ValueError as exc:
+                msg = f"public key {kid!r}: {exc}"
+                raise ValueError(msg) from None
+        return value
+
+    @field_validator("revoked_keys", "allowed_algorithms", mode="before")
+    @classmethod
+    def _join_list(cls, value: object) -> object:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            value = json.loads(value)
+        if isinstance(value, list | tuple | set | frozenset):
+            return ",".join(str(v) for v in value)
+        return value
+
+    def ed25519_keys(self) -> dict[str, Ed25519PublicKey]:
+        """The trusted Ed25519 public keys by key id."""
+        return {
+            kid: load_public_key(t) for kid, t in _parse_keys(SecretStr(self.public_keys)).items()
+        }
+
+    def revoked(self) -> frozenset[str]:
+        """The revoked key ids."""
+        return frozenset(k for k in self.revoked_keys.split(",") if k)
+
+    def algorithms(self) -> frozenset[str]:
+        """The signature algorithms this node accepts."""
+        return frozenset(self.allowed_algorithms.split(","))
 
     def hmac_keys(self) -> dict[str, bytes]:
         """The signing keys as bytes, empty keys left out (they could verify nothing)."""

@@ -34,7 +34,7 @@ from pipeline.node.errors import ControlUnavailableError
 from pipeline.node.kafka import KafkaSettings
 from pipeline.node.snapshot import PolicySource, compile_snapshot, default_snapshot
 from pipeline.node.store import PolicyStore
-from pipeline.node.verify import Limits, Verdict, verify_update, version_action
+from pipeline.node.verify import Limits, Trust, Verdict, verify_update, version_action
 from schemas import ThresholdUpdate
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class ControlSubscriber:
     def __init__(self, kafka: KafkaSettings, node: NodeSettings, controller: Controller) -> None:
         self._node = node
         self._controller = controller
-        self._keys = node.hmac_keys()
+        self._keys = Trust.from_settings(node)
         self._limits = Limits.from_settings(node)
         self._store = PolicyStore(node.state_dir, node.policy_name)
         self._acks = AckSender(kafka, f"{kafka.topic_prefix}{node.ack_topic}", node.node_id)

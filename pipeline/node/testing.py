@@ -21,6 +21,7 @@ from confluent_kafka import (
 from pipeline.node.errors import NodeError
 from pipeline.node.kafka import KafkaSettings, deliver, reliable_producer
 from schemas import PolicyAck, PolicyBody, ThresholdUpdate
+from schemas.signing import Ed25519PrivateKey
 
 
 def signed_update(
@@ -39,6 +40,26 @@ def signed_update(
         created_at=created_at or datetime.now(UTC),
         body=body,
         key=key,
+        signing_key_id=key_id,
+    )
+
+
+def ed25519_update(
+    body: PolicyBody,
+    *,
+    version: int,
+    private_key: Ed25519PrivateKey,
+    key_id: str = "test-key",
+    policy_name: str = "default",
+    created_at: datetime | None = None,
+) -> ThresholdUpdate:
+    """An Ed25519-signed update of ``body``."""
+    return ThresholdUpdate.sign_ed25519(
+        policy_name=policy_name,
+        version=version,
+        created_at=created_at or datetime.now(UTC),
+        body=body,
+        private_key=private_key,
         signing_key_id=key_id,
     )
 

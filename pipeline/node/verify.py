@@ -3,7 +3,8 @@
 A bad update is data, not an exception: the verdict carries the refusal reason
 that the subscriber acknowledges, and the node keeps its last good policy.
 Checks run cheapest-first and the first failure is the reason: schema (which
-includes the checksum), policy name, signature, bounds. Version monotonicity
+includes the checksum), policy name, signature (algorithm allowed, key id
+not revoked, key known, signature valid), bounds. Version monotonicity
 needs the node's state and lives in :func:`version_action`.
 """
 
@@ -12,13 +13,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import ValidationError
 
 from pipeline.node.config import NodeSettings
 from schemas import PolicyBody, ThresholdUpdate, hmac_verify
+from schemas.signing import Ed25519PublicKey, ed25519_verify
 
 MAX_REASON_CHARS = 1000  # PolicyAck.reason holds 1024
 _ID = re.compile(r"^[^\s\x00-\x1f\x7f-\x9f]{1,128}$")  # schemas' Id, to keep acks valid
@@ -40,6 +42,31 @@ class Limits:
             max_exploration_share=node.max_exploration_share,
             max_canary_share=node.max_canary_share,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Trust:
+    """Which keys and algorithms this node accepts.
+
+    Ed25519 public keys verify but cannot sign, so the node's own material
+    cannot forge an update; HMAC keys are used only when ``allowed`` lists
+    ``hmac-sha256``. A revoked key id is refused even when its signature verifies.
+    """
+
+    public_keys: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)
+    hmac_keys: Mapping[str, bytes] = field(default_factory=dict)
+    revoked: frozenset[str] = frozenset()
+    allowed: frozenset[str] = frozenset({"ed25519"})
+
+    @classmethod
+    def from_settings(cls, node: NodeSettings) -> Trust:
+        """The keys, revocations and algorithms configured in ``node``."""
+        return cls(node.ed25519_keys(), node.hmac_keys(), node.revoked(), node.algorithms())
+
+    @classmethod
+    def hmac_only(cls, keys: Mapping[str, bytes]) -> Trust:
+        """Trust these HMAC keys and nothing else (the caller opts into HMAC explicitly)."""
+        return cls(hmac_keys=keys, allowed=frozenset({"hmac-sha256"}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,20 +120,38 @@ def _schema_reason(exc: ValidationError) -> str:
     return f"malformed update: {where}: {first['msg']}"
 
 
-def signature_problem(update: ThresholdUpdate, keys: Mapping[str, bytes]) -> str | None:
-    """Why the signature of ``update`` is not acceptable, or None when it verifies."""
-    if update.algorithm != "hmac-sha256":
+def signature_problem(update: ThresholdUpdate, trust: Trust | Mapping[str, bytes]) -> str | None:
+    """Why the signature of ``update`` is not acceptable, or None when it verifies.
+
+    ``trust`` may be a mapping of HMAC keys: then HMAC alone is accepted.
+    """
+    if not isinstance(trust, Trust):
+        trust = Trust.hmac_only(trust)
+    kid, algorithm = update.signing_key_id, update.algorithm
+    if algorithm not in trust.allowed:
         return (
-            f"signature algorithm {update.algorithm!r} is not supported by this node "
-            "(it verifies hmac-sha256 only)"
+            f"signature algorithm {algorithm!r} is not supported by this node "
+            f"(its settings allow {', '.join(sorted(trust.allowed))})"
         )
-    if not keys:
+    if kid in trust.revoked:
+        return f"signing key id {kid!r} is revoked"
+    payload = update.signed_payload()
+    if algorithm == "ed25519":
+        public = trust.public_keys.get(kid)
+        if not trust.public_keys:
+            return "this node has no Ed25519 public keys configured, so it refuses every update"
+        if public is None:
+            return f"unknown signing key id {kid!r} (not among this node's Ed25519 public keys)"
+        if not ed25519_verify(public, payload, update.signature):
+            return f"signature does not verify under key {kid!r}"
+        return None
+    if not trust.hmac_keys:
         return "this node has no signing keys configured, so it refuses every update"
-    key = keys.get(update.signing_key_id)
+    key = trust.hmac_keys.get(kid)
     if key is None:
-        return f"unknown signing key id {update.signing_key_id!r}"
-    if not hmac_verify(key, update.signed_payload(), update.signature):
-        return f"signature does not verify under key {update.signing_key_id!r}"
+        return f"unknown signing key id {kid!r}"
+    if not hmac_verify(key, payload, update.signature):
+        return f"signature does not verify under key {kid!r}"
     return None
 
 
@@ -141,11 +186,14 @@ def verify_update(
     raw: bytes,
     *,
     policy_name: str,
-    keys: Mapping[str, bytes],
+    keys: Trust | Mapping[str, bytes],
     limits: Limits,
     kafka_key: bytes | None = None,
 ) -> Verdict:
-    """Check a control message end to end, except for its version."""
+    """Check a control message end to end, except for its version.
+
+    ``keys`` is the node's :class:`Trust`, or a mapping of HMAC keys (HMAC only).
+    """
     try:
         update = ThresholdUpdate.from_bytes(raw)
     except ValidationError as exc:

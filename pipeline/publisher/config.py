@@ -13,6 +13,8 @@ Python callers may pass a sequence or a mapping; it is joined on the way in.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -32,10 +34,16 @@ class ControlSettings(BaseModel):
     """Registered model of a policy family: this prefix and the policy name..."""
     models: str = Field(default="", pattern=rf"^({_NAME}={_MODEL}(,{_NAME}={_MODEL})*)?$")
     """...unless named here: ``policy=registered-model,...``."""
+    algorithm: Literal["ed25519", "hmac-sha256"] = "ed25519"
+    """How updates are signed. ``ed25519`` (default): with ``private_key_file``;
+    nodes hold only the public key. ``hmac-sha256`` (weaker, explicit opt-in):
+    with ``signing_key``; every node holds that secret and so could forge updates."""
     signing_key_id: str = Field(default="control-1", pattern=rf"^{_NAME}$")
     """Key id put on every update; nodes look the key up by this id."""
+    private_key_file: Path | None = None
+    """Ed25519 private key (unencrypted PEM, mode 0600) from ``pipeline keys generate``."""
     signing_key: SecretStr = SecretStr("")
-    """HMAC-SHA256 key for publishing; nodes hold it under ``signing_key_id``."""
+    """HMAC-SHA256 key, used only with ``algorithm=hmac-sha256``; nodes hold it too."""
     poll_interval_s: float = Field(default=10.0, gt=0, le=3600)
     """How often the publisher reads the ``production`` alias."""
     auto_approve: bool = True

@@ -3,8 +3,9 @@
 Each pass, per watched policy: read the version ``production`` points at,
 decide (:func:`pipeline.publisher.gate.decide_publication`), and when it is a newer,
 ``READY``, approved version, download and validate its policy, sign it
-(HMAC-SHA256, with checksum) as a ThresholdUpdate whose version is the MLflow
-version, produce it keyed by policy name, and tag the version ``published_at``.
+(Ed25519 by default, HMAC-SHA256 if configured; with checksum) as a
+ThresholdUpdate whose version is the MLflow version, produce it keyed by
+policy name, and tag the version ``published_at``.
 
 Idempotence: the newest version per policy is learned from the control topic
 itself (read to its end offsets) at start, again before each publication and
@@ -13,7 +14,7 @@ is unknown never puts a version on the topic twice, nor an older one.
 
 Failure policy: MLflow or Kafka being away is a transient error: the pass
 reports it, logs it once, and the next poll retries. Nothing but a missing
-signing key (a configuration error, raised at construction) stops the loop.
+or unusable signing key (a configuration error, raised at construction) stops the loop.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ from pipeline.publisher.topic import ControlProducer, published_versions
 from pipeline.registry import names
 from pipeline.registry.errors import PolicyArtifactError
 from pipeline.registry.versions import aliases, get_version, load_policy
-from schemas import ThresholdUpdate
+from schemas import PolicyBody, ThresholdUpdate
+from schemas.signing import Ed25519PrivateKey, load_private_key
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class Publisher:
         connect: Builds an MLflow client; :func:`pipeline.registry.client.connect` by default.
 
     Raises:
-        ConfigError: if no signing key is configured.
+        ConfigError: if the signing key of ``control.algorithm`` is missing or unusable.
     """
 
     def __init__(
@@ -77,9 +79,7 @@ class Publisher:
         audit: AuditSink | None = None,
         connect: Callable[[MlflowSettings], Any] | None = None,
     ) -> None:
-        if not control.hmac_key():
-            msg = "PIPELINE_CONTROL__SIGNING_KEY is empty: the publisher signs every update"
-            raise ConfigError(msg)
+        self._private_key = _signing_material(control)
         self._kafka, self._mlflow, self._control = kafka, mlflow, control
         self._audit = best_effort(audit)
         self._connect = connect
@@ -171,14 +171,7 @@ class Publisher:
             body = load_policy(client, record)
         except PolicyArtifactError as exc:
             return self._refuse(policy, model, production.version, str(exc))
-        update = ThresholdUpdate.sign_hmac(
-            policy_name=policy,
-            version=record.version,
-            created_at=datetime.now(UTC),
-            body=body,
-            key=self._control.hmac_key(),
-            signing_key_id=self._control.signing_key_id,
-        )
+        update = self._sign(policy, record.version, body)
         try:
             offset = self._kafka_producer().send(update)
         except PublishError:
@@ -203,6 +196,26 @@ class Publisher:
         return PassResult(policy, "published", record.version, f"offset {offset}")
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _sign(self, policy: str, version: int, body: PolicyBody) -> ThresholdUpdate:
+        now, kid = datetime.now(UTC), self._control.signing_key_id
+        if self._private_key is not None:
+            return ThresholdUpdate.sign_ed25519(
+                policy_name=policy,
+                version=version,
+                created_at=now,
+                body=body,
+                private_key=self._private_key,
+                signing_key_id=kid,
+            )
+        return ThresholdUpdate.sign_hmac(
+            policy_name=policy,
+            version=version,
+            created_at=now,
+            body=body,
+            key=self._control.hmac_key(),
+            signing_key_id=kid,
+        )
 
     def _production(self, client: Any, model: str) -> Production | None:
         version = aliases(client, model).get(names.PRODUCTION)
@@ -281,6 +294,29 @@ class Publisher:
                 self._kafka, self._control.control_topic, self._control.publish_timeout_s
             )
         return self._producer
+
+
+def _signing_material(control: ControlSettings) -> Ed25519PrivateKey | None:
+    """The Ed25519 private key, or None for HMAC; checked now so a bad key stops the start."""
+    if control.algorithm == "hmac-sha256":
+        if not control.hmac_key():
+            msg = (
+                "PIPELINE_CONTROL__SIGNING_KEY is empty: the publisher signs every update "
+                "(algorithm hmac-sha256)"
+            )
+            raise ConfigError(msg)
+        return None
+    if control.private_key_file is None:
+        msg = (
+            "PIPELINE_CONTROL__PRIVATE_KEY_FILE is not set: the publisher signs every update "
+            "with Ed25519 (create one with `pipeline keys generate`; or, weaker, set "
+            "PIPELINE_CONTROL__ALGORITHM=hmac-sha256 and PIPELINE_CONTROL__SIGNING_KEY)"
+        )
+        raise ConfigError(msg)
+    try:
+        return load_private_key(control.private_key_file)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def run_publisher(

@@ -84,9 +84,12 @@ def control_updates(kafka: KafkaSettings) -> list[ThresholdUpdate]:
 
 
 def trusting(key_id: str, key: str | bytes) -> dict[str, object]:
-    """The ``node_config`` (see ``conftest.start_node``) of nodes that trust one signing key."""
+    """The ``node_config`` (see ``conftest.start_node``) of nodes that trust one HMAC key.
+
+    HMAC is allowed explicitly (nodes accept only Ed25519 by default).
+    """
     secret = key.decode() if isinstance(key, bytes) else key
-    return {"signing_keys": {key_id: SecretStr(secret)}}
+    return {"signing_keys": {key_id: SecretStr(secret)}, "allowed_algorithms": ["hmac-sha256"]}
 
 
 def acks_matching(

@@ -40,6 +40,7 @@ def server_settings(settings: Settings, state: Path, node_id: str, **serve: Any)
         "node_id": node_id,
         "state_dir": state / node_id,
         "signing_keys": {KEY_ID: KEY.decode()},
+        "allowed_algorithms": ["hmac-sha256"],
         "bootstrap_timeout_s": 30.0,
         "retry_interval_s": 0.5,
         "emitter": {**fields["node"]["emitter"], "linger_ms": 0},

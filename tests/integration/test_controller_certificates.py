@@ -44,6 +44,7 @@ def settings(isolated: Settings) -> Settings:
         {
             "policies": policy,
             "models": {policy: f"test-certificates-{policy}"},
+            "algorithm": "hmac-sha256",
             "signing_key_id": "control-it",
             "signing_key": "integration-certificates-key",
         }

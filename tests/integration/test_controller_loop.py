@@ -56,6 +56,7 @@ def settings(isolated: Settings, policy: str) -> Settings:
         {
             "policies": policy,
             "models": {policy: f"test-controller-{policy}"},
+            "algorithm": "hmac-sha256",
             "signing_key_id": "control-it",
             "signing_key": KEY,
             "poll_interval_s": 0.2,
@@ -74,6 +75,7 @@ def node(settings: Settings, policy: str, tmp_path: Path) -> Iterator[Node]:
             "node_id": "node-c",
             "policy_name": policy,
             "signing_keys": {"control-it": SecretStr(KEY)},
+            "allowed_algorithms": ["hmac-sha256"],
             "state_dir": tmp_path / "node",
             "bootstrap_timeout_s": 30.0,
             "retry_interval_s": 0.5,

@@ -13,7 +13,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_controller_runs_a_cycle_and_stops_cleanly_on_sigterm(stack_env: dict[str, str]) -> None:
-    env = {**stack_env, "PIPELINE_CONTROL__SIGNING_KEY": "test-signing-key"}
+    env = {
+        **stack_env,
+        "PIPELINE_CONTROL__ALGORITHM": "hmac-sha256",
+        "PIPELINE_CONTROL__SIGNING_KEY": "test-signing-key",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "controller"],
         env=env,

@@ -65,6 +65,7 @@ def publisher_of(settings: Settings, model: str) -> Publisher:
     """A publisher of ``model`` as the policy ``default``, without an audit log."""
     control = ControlSettings.model_validate(
         {"models": {"default": model}, "signing_key_id": "k", "signing_key": KEY,
+         "algorithm": "hmac-sha256",
          "bootstrap_timeout_s": 20}
     )  # fmt: skip
     return Publisher(settings.kafka, settings.mlflow, control)
@@ -150,6 +151,7 @@ def test_the_controller_skips_cycles_while_mlflow_is_down_and_recovers(
     policy = f"es{uuid.uuid4().hex[:10]}"
     spec = write_policy_spec(tmp_path, policy)
     env = {
+        "PIPELINE_CONTROL__ALGORITHM": "hmac-sha256",
         "PIPELINE_CONTROL__SIGNING_KEY": KEY,
         "PIPELINE_CONTROL__POLL_INTERVAL_S": "0.5",
         "PIPELINE_CONTROLLER__PERIOD_S": "2",

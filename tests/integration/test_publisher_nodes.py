@@ -37,6 +37,7 @@ def control(model_name: str, **extra: object) -> ControlSettings:
     return ControlSettings.model_validate(
         {
             "models": {"default": model_name},
+            "algorithm": "hmac-sha256",
             "signing_key_id": "control-it",
             "signing_key": KEY,
             "poll_interval_s": 0.2,
@@ -210,6 +211,7 @@ def test_cli_publish_once(isolated: Settings, ml: Any, model_name: str) -> None:
         ml, proposal(auto=True), experiment=isolated.mlflow.experiment, model_name=model_name
     )
     env = {
+        "PIPELINE_CONTROL__ALGORITHM": "hmac-sha256",
         "PIPELINE_CONTROL__SIGNING_KEY": KEY,
         "PIPELINE_CONTROL__MODELS": f"default={model_name}",
     }

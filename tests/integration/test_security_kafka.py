@@ -168,6 +168,7 @@ def test_node_publisher_and_audit_log_work_over_sasl(sasl: Settings, tmp_path: P
         {
             "node_id": "node-sasl",
             "signing_keys": {"control-it": SecretStr(KEY)},
+            "allowed_algorithms": ["hmac-sha256"],
             "state_dir": tmp_path / "node",
             "bootstrap_timeout_s": 30.0,
             "retry_interval_s": 0.5,
@@ -176,6 +177,7 @@ def test_node_publisher_and_audit_log_work_over_sasl(sasl: Settings, tmp_path: P
     control = ControlSettings.model_validate(
         {
             "models": {"default": model},
+            "algorithm": "hmac-sha256",
             "signing_key_id": "control-it",
             "signing_key": KEY,
             "bootstrap_timeout_s": 20,

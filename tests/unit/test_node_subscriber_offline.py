@@ -28,6 +28,7 @@ def settings(tmp_path: Path, keys: dict[str, str] | None = None) -> NodeSettings
     return NodeSettings(
         node_id="offline",
         signing_keys={k: SecretStr(v) for k, v in (keys or {"test-key": KEY.decode()}).items()},
+        allowed_algorithms=["hmac-sha256"],
         state_dir=tmp_path,
         bootstrap_timeout_s=0.5,
         retry_interval_s=0.2,

@@ -109,7 +109,9 @@ def world(monkeypatch: pytest.MonkeyPatch) -> tuple[FakeRegistry, FakeTopic]:
 
 
 def publisher(registry: FakeRegistry, audit: list[AuditEvent] | None = None) -> pub.Publisher:
-    control = ControlSettings.model_validate({"signing_key": KEY, "poll_interval_s": 0.01})
+    control = ControlSettings.model_validate(
+        {"algorithm": "hmac-sha256", "signing_key": KEY, "poll_interval_s": 0.01}
+    )
     sink = audit.append if audit is not None else None
     return pub.Publisher(
         KafkaSettings(), MlflowSettings(), control, audit=sink, connect=lambda _: registry
@@ -224,7 +226,7 @@ def test_mlflow_away_skips_the_pass_and_reconnects(world: tuple[FakeRegistry, Fa
             raise RegistryError(msg)
         return registry
 
-    control = ControlSettings.model_validate({"signing_key": KEY})
+    control = ControlSettings.model_validate({"algorithm": "hmac-sha256", "signing_key": KEY})
     p = pub.Publisher(KafkaSettings(), MlflowSettings(), control, connect=connect)
     outcome = p.run_once()[0]
     assert (outcome.status, "not reachable" in outcome.detail) == ("error", True)
