@@ -153,6 +153,10 @@ LatencyMs = Annotated[float, Field(ge=0.0, le=MAX_LATENCY_MS, allow_inf_nan=Fals
 EventPolicyVersion = Annotated[int, Field(ge=0, le=MAX_UINT32)]
 """The policy version an event reports, 0 to 2**32 - 1 (the warehouse's ``UInt32``)."""
 
+PolicyVersion = Annotated[int, Field(ge=1, le=MAX_UINT32)]
+"""A published policy version, 1 to 2**32 - 1: whatever a node applies, its events
+can report (:data:`EventPolicyVersion`)."""
+
 KafkaPartition = Annotated[int, Field(ge=0, le=MAX_KAFKA_PARTITION)]
 """A Kafka partition number, 0 to 2**31 - 1."""
 

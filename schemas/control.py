@@ -17,7 +17,14 @@ from typing import Annotated, Self
 from pydantic import StringConstraints, model_validator
 
 from schemas._base import Message, Part
-from schemas._types import AckStatus, Id, ShortText, SigningAlgorithm, Timestamp, Version
+from schemas._types import (
+    AckStatus,
+    Id,
+    PolicyVersion,
+    ShortText,
+    SigningAlgorithm,
+    Timestamp,
+)
 from schemas.policy import PolicyBody
 from schemas.signing import Ed25519PrivateKey, ed25519_sign, hmac_sign
 
@@ -32,7 +39,7 @@ class _SignedContent(Part):
     """The part of an update that the checksum and signature cover."""
 
     policy_name: Id
-    version: Version
+    version: PolicyVersion
     created_at: Timestamp
     body: PolicyBody
 
@@ -66,7 +73,7 @@ class ThresholdUpdate(Message):
 
     policy_name: Id
     """The policy this updates; also the Kafka key."""
-    version: Version
+    version: PolicyVersion
     """Monotonic version; nodes ignore versions not above the one applied."""
     created_at: Timestamp
     """When the controller produced it."""
@@ -163,7 +170,7 @@ class PolicyAck(Message):
     """The answering node."""
     policy_name: Id
     """The policy of the update."""
-    version: Version
+    version: PolicyVersion
     """The version of the update."""
     ts: Timestamp
     """When the ack was sent."""

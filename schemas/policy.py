@@ -12,10 +12,10 @@ from schemas._types import (
     Confidence,
     LaxTuple,
     LoadMode,
+    PolicyVersion,
     Share,
     TokenBudget,
     TokenCount,
-    Version,
 )
 from schemas.inference import GLOBAL_SEGMENT, Segment
 
@@ -122,7 +122,7 @@ class PolicyBody(Part):
     """Share of requests run to the natural end with their trajectory recorded."""
     canary_share: Share = 0.0
     """Share of requests served by the candidate."""
-    candidate_version: Version | None = None
+    candidate_version: PolicyVersion | None = None
     """Version of the candidate under canary, if any."""
     candidate_segments: Segments | None = None
     """Candidate policy per segment key."""
