@@ -163,3 +163,13 @@ class RequestPlan:
     def threshold_at(self, tokens: int) -> float | None:
         """The threshold to report in the event for a stop after ``tokens`` tokens."""
         return self.rule.threshold_at(tokens)
+
+    @property
+    def probes(self) -> bool:
+        """Whether confidence probes are worth running: exploring, or a rule that can stop."""
+        rule = self.rule
+        return (
+            self.exploration
+            or rule.threshold < math.inf
+            or any(t < math.inf for t in rule.step_thresholds)
+        )

@@ -27,7 +27,6 @@ stops early pays it as well.
 from __future__ import annotations
 
 import codecs
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,13 +78,6 @@ class Generation:
 
 
 TextSink = Callable[[str], None]
-
-
-def _can_stop_early(plan: RequestPlan) -> bool:
-    rule = plan.rule
-    return not plan.exploration and (
-        rule.threshold < math.inf or any(t < math.inf for t in rule.step_thresholds)
-    )
 
 
 class LlamaEngine:
@@ -216,7 +208,7 @@ class LlamaEngine:
         logits = llama_last_logits(llama)
         rng = _Sampler(sampling)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        probing = plan.exploration or _can_stop_early(plan)
+        probing = plan.probes
         text: list[str] = []
         points: list[Checkpoint] = []
         probe_cost = generated = 0

@@ -140,14 +140,6 @@ def read_trace(path: Path) -> TraceSet:
     return TraceSet.of(records, str(path))
 
 
-def can_stop_early(plan: RequestPlan) -> bool:
-    """Whether the plan's rule can stop early (then the engine probes; see the module doc)."""
-    rule = plan.rule
-    return not plan.exploration and (
-        rule.threshold < math.inf or any(t < math.inf for t in rule.step_thresholds)
-    )
-
-
 @dataclass(frozen=True, slots=True)
 class Replay:
     """Where a replayed generation stopped, and what it reports."""
@@ -177,7 +169,7 @@ def replay(trace: TraceRequest, plan: RequestPlan, controller: Controller) -> Re
     budget = plan.token_budget
     full = record.tokens_full
     end = min(full, budget)
-    probing = plan.exploration or can_stop_early(plan)
+    probing = plan.probes
     tokens, confidence = trace.tokens, trace.confidence
     probes = 0
     last = -1  # the last checkpoint within the generation
