@@ -42,6 +42,7 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret-for-tests"  # noqa: S105  # a throwaway warehouse's password
 READONLY, AUTH_FAILED, UNKNOWN_TABLE = 164, 516, 60
+VIOLATED_CONSTRAINT, TOO_MANY_PARTS = 469, 252
 
 
 @dataclass
@@ -215,6 +216,27 @@ def test_a_replayed_batch_with_its_token_is_stored_once(writer: Any) -> None:
     insert_events(writer, events, token)  # the replay after a crash before commit
     assert count(writer, request_id) == 5  # block deduplication, before any merge
     assert count(writer, request_id, final=True) == 5
+
+
+def test_a_refused_insert_is_reported_and_writes_nothing(writer: Any) -> None:
+    # A ClickHouse server refuses these after parsing the data (chdb's streaming
+    # insert reported them as written and dropped the rows).
+    table = f"refuse_{uuid.uuid4().hex[:8]}"
+    writer.command(
+        f"CREATE TABLE {table} (ts DateTime64(3, 'UTC'), n UInt16, CONSTRAINT small CHECK n < 100) "
+        "ENGINE = MergeTree PARTITION BY toYYYYMMDD(ts) ORDER BY n"
+    )
+    now = datetime.now(UTC)
+    with pytest.raises(DatabaseError, match="VIOLATED_CONSTRAINT") as refused:
+        writer.insert(table, [[now, 1], [now, 500], [now, 2]])
+    assert refused.value.code == VIOLATED_CONSTRAINT
+    many_days = [[now - timedelta(days=i), i % 100] for i in range(150)]
+    with pytest.raises(DatabaseError) as refused:
+        writer.insert(table, many_days)
+    assert refused.value.code == TOO_MANY_PARTS
+    assert writer.query(f"SELECT count() FROM {table}").result_rows == [(0,)]  # noqa: S608
+    assert writer.insert(table, [[now, 1], [now, 2]]).written_rows == 2
+    writer.command(f"DROP TABLE {table}")
 
 
 def test_rows_come_back_with_their_types(writer: Any) -> None:

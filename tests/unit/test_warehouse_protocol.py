@@ -14,6 +14,7 @@ from pipeline.stack.clickhouse.body import body_chunks
 from pipeline.stack.clickhouse.protocol import ClickHouseError, authenticate, parse_params
 from pipeline.stack.clickhouse.sql import (
     Incomplete,
+    from_infile,
     inline_data,
     needs_session,
     output_format,
@@ -47,6 +48,17 @@ def test_values_and_settings_clauses_are_routed() -> None:
         "Values",
     )
     assert buf[found.offset :] == b" (1, 'FORMAT')"
+
+
+def test_spooled_data_is_read_from_its_file_before_any_settings() -> None:
+    assert from_infile("INSERT INTO `t` (`a`)", "/s/x.native", "Native") == (
+        "INSERT INTO `t` (`a`) FROM INFILE '/s/x.native' FORMAT Native"
+    )
+    head = "INSERT INTO t (a) SETTINGS insert_deduplication_token='SETTINGS'"
+    assert from_infile(head, "/s/it's", "Values") == (
+        "INSERT INTO t (a) FROM INFILE '/s/it\\'s' "
+        "SETTINGS insert_deduplication_token='SETTINGS' FORMAT Values"
+    )
 
 
 def test_format_inside_literals_comments_and_parentheses_is_not_a_clause() -> None:

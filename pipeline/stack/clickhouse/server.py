@@ -7,8 +7,10 @@ client code it would use against a ClickHouse server (see ADR 001):
 - ``GET /ping`` and ``GET /`` without a query answer ``Ok.``.
 - ``GET|POST /``: the statement is the ``query`` parameter, then the body
   (joined by a newline, as ClickHouse does). An ``INSERT ... FORMAT X`` or
-  ``VALUES`` statement's data (Native from clickhouse-connect) is streamed
-  chunk by chunk into a chdb insert, decompressed per Content-Encoding.
+  ``VALUES`` statement's data (Native from clickhouse-connect) is decompressed
+  per Content-Encoding and spooled chunk by chunk to a file that the insert
+  reads (``Engine.insert``), so a refusal (a violated constraint, too many
+  partitions) fails the request as a ClickHouse server would.
 - Output is in the statement's FORMAT, else ``default_format``, else
   TabSeparated; errors are ``Code: N. DB::Exception: ...`` text with
   ``X-ClickHouse-Exception-Code``.

@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pipeline.stack.clickhouse.protocol import quote_literal
+
 _WORD = re.compile(rb"[A-Za-z_][A-Za-z0-9_]*")
 _SPACE = b" \t\r\n\f\v"
 
@@ -165,6 +167,21 @@ def inline_data(buf: bytes, final: bool) -> InlineData | None:
     if not final:
         raise Incomplete
     return None
+
+
+def from_infile(head: str, path: str, fmt: str) -> str:
+    """``head`` (an INSERT without its data) reading its data from ``path`` in ``fmt``.
+
+    ``FROM INFILE`` goes after the column list and before any ``SETTINGS``.
+    """
+    cut = len(head)
+    for word in words(head.encode()):
+        if not word.depth and word.upper == "SETTINGS":
+            cut = len(head.encode()[: word.start].decode())
+            break
+    tail = head[cut:].strip()
+    infile = f"FROM INFILE {quote_literal(path)}"
+    return " ".join(part for part in (head[:cut].rstrip(), infile, tail, f"FORMAT {fmt}") if part)
 
 
 def output_format(buf: bytes) -> str | None:
