@@ -28,6 +28,7 @@ def _register() -> None:
         calibrate,
         capture,
         demo,
+        fleet,
         keys,
         optimize,
         policy,
