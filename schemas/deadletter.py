@@ -48,7 +48,8 @@ class DeadLetter(Message):
     error: LongText
     """What went wrong (truncated to 4096 characters by :meth:`capture`)."""
     error_kind: ErrorKind
-    """``decode`` (not JSON), ``validate`` (breaks the contract) or ``process``."""
+    """``decode`` (not JSON), ``validate`` (breaks the contract), ``process``, or
+    ``warehouse_refused`` (ClickHouse refused the record's row; ``error`` says why)."""
     ts: Timestamp
     """When the worker gave up on it."""
     worker_id: Id

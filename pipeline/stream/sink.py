@@ -18,7 +18,9 @@ Backpressure: when ClickHouse is slow or down the writer keeps the batch and
 retries with exponential backoff; the consumer thread waits for it with its
 partitions paused (it still polls, so the group keeps it as a member).
 Nothing is skipped: Kafka holds what has not been written, and the joiner
-upstream keeps going. On a rebalance, the batch in flight and the buffered
+upstream keeps going. A row ClickHouse refuses for its content is set apart
+by the writer and its record dead-lettered (:mod:`pipeline.stream.outbox`);
+the rest of its batch is written and committed. On a rebalance, the batch in flight and the buffered
 records of revoked partitions are written if ClickHouse takes them at once,
 else dropped uncommitted for the new owner to read again.
 """
@@ -36,6 +38,7 @@ from pipeline.config import Settings
 from pipeline.stream.config import StreamSettings
 from pipeline.stream.lag import LagGauges, Partition, lags
 from pipeline.stream.metrics import Metrics
+from pipeline.stream.outbox import DeadLetterProducer
 from pipeline.stream.writer import (
     SINK_TOPICS,
     ClickHouseWriter,
@@ -66,6 +69,9 @@ class Sink:
         self.stream = stream
         self.writer = writer
         self.metrics = metrics or Metrics()
+        self._outbox: DeadLetterProducer | None = None
+        if writer.dead_letters is None:
+            self._outbox = writer.dead_letters = DeadLetterProducer(settings)
         self._by_topic = {settings.topic(name): name for name in SINK_TOPICS}
         self._consumer: Any = None
         self._batch = SinkBatch()
@@ -123,6 +129,8 @@ class Sink:
             self._pool.shutdown(wait=True)
             self._consumer.close()
             self.writer.close()
+            if self._outbox is not None:
+                self._outbox.close()
 
     def _add(self, message: Any) -> None:
         from confluent_kafka import KafkaException
