@@ -30,6 +30,9 @@ class ControllerSettings(BaseModel):
     its label if one has arrived by then; later labels never change what was fed."""
     monitor_interval_s: float = Field(default=30.0, gt=0, le=3600)
     """Time between guardrail checks while a canary runs."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve ``/metrics`` and ``/health`` on this port (loopback by default); off when unset."""
+    metrics_host: str = "127.0.0.1"
 
     @field_validator("spec_path")
     @classmethod

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from pipeline.audit import AuditSink
 from pipeline.config import Settings
 from pipeline.controller.config import controller_settings
-from pipeline.controller.cycle import run_cycle
-from pipeline.controller.monitor import check_canary
+from pipeline.controller.cycle import CycleResult, run_cycle
+from pipeline.controller.metrics import ControllerMetrics
+from pipeline.controller.monitor import MonitorResult, check_canary
 from pipeline.errors import PipelineError
 from pipeline.optimizer import PolicySpec
 from pipeline.publisher.service import PassResult, Publisher
@@ -36,6 +37,7 @@ class ControlLoop:
         spec: The policy spec.
         report: Where progress lines go (the CLI prints them).
         audit: Audit sink for registry moves and publications.
+        metrics: Where cycles, checks and publications are counted (for ``/metrics``).
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class ControlLoop:
         *,
         report: Report | None = None,
         audit: AuditSink | None = None,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         watched = ",".join(dict.fromkeys([*settings.control.policy_names(), spec.name]))
         control = settings.control.model_copy(update={"policies": watched})
@@ -53,31 +56,45 @@ class ControlLoop:
         self._config = controller_settings(settings)
         self._report = report or (lambda line: log.info("%s", line))
         self._audit = audit
+        self._metrics = metrics
         self._publisher = Publisher(settings.kafka, settings.mlflow, control, audit=audit)
         self._last_error: dict[str, str] = {}
 
     def cycle(self) -> None:
         """One optimize cycle; a failure is reported, not raised."""
-        self._step("optimize", lambda: run_cycle(self._settings, self._spec, audit=self._audit))
+        result = self._step(
+            "optimize", lambda: run_cycle(self._settings, self._spec, audit=self._audit)
+        )
+        if self._metrics is not None:
+            if isinstance(result, CycleResult):
+                self._metrics.cycle(result.status, result.route)
+            else:
+                self._metrics.cycle(None)
 
     def check(self) -> None:
         """One canary check; a failure is reported, not raised."""
-        self._step("canary", lambda: check_canary(self._settings, self._spec, audit=self._audit))
+        result = self._step(
+            "canary", lambda: check_canary(self._settings, self._spec, audit=self._audit)
+        )
+        if self._metrics is not None:
+            self._metrics.check(result.action if isinstance(result, MonitorResult) else None)
 
-    def _step(self, name: str, step: Callable[[], object]) -> None:
+    def _step(self, name: str, step: Callable[[], object]) -> object | None:
+        """Run one step; its result, or None when it failed (reported, not raised)."""
         try:
             result = step()
         except PipelineError as exc:
             self._fail(name, f"{exc}; retrying next period")
-            return
+            return None
         except Exception as exc:  # noqa: BLE001  # a bug in one step must not end the loop
             log.exception("%s step failed", name)
             self._fail(name, f"{type(exc).__name__}: {exc}; retrying next period")
-            return
+            return None
         self._last_error.pop(name, None)
         detail = getattr(result, "detail", str(result))
         if name == "optimize" or getattr(result, "action", "") != "idle":
             self._report(f"{name}: {detail}")
+        return result
 
     def _fail(self, name: str, line: str) -> None:
         if self._last_error.get(name) != line:  # once per distinct failure, not every period
@@ -85,6 +102,8 @@ class ControlLoop:
             self._report(f"{name}: skipped: {line}")
 
     def _published(self, outcomes: list[PassResult]) -> None:
+        if self._metrics is not None:
+            self._metrics.published(o.status for o in outcomes)
         for o in outcomes:
             if o.status in {"published", "refused"}:
                 self._report(f"publish: {o.policy_name} v{o.version}: {o.status}: {o.detail}")
