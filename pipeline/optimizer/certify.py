@@ -4,8 +4,10 @@ A :class:`CertificateBook` holds, per population (a ``tenant/task/length``
 key, a task or ``global``), the samples of its current *epoch*: the
 cumulative counts per threshold (a :class:`Curve`, for savings and the
 Pareto plot) and, per tolerance ε that some key tested on it needs, one
-:class:`BettingState` over every threshold of the grid and one
-:class:`HarmDetector` on the rule it certifies. :func:`advance` feeds a
+:class:`BettingState` over every threshold of the grid and two detectors on
+the rule it serves: a :class:`HarmDetector` (mean loss above ε) and a
+:class:`~pipeline.optimizer.shift.ShiftDetector` (losses rose against this
+epoch's own rates, about three times quicker after a change). :func:`advance` feeds a
 cycle's new samples to them, in an order that never depends on outcomes
 (segment key, then the reader's request order), so the book can be saved
 between cycles and the promise holds at every cycle at once:
@@ -27,7 +29,6 @@ with it, and the detector revokes it quickly when they do not.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -43,6 +44,8 @@ from pipeline.optimizer.anytime import (
 )
 from pipeline.optimizer.curve import Curve, ExplorationBatch, evaluate, request_losses
 from pipeline.optimizer.errors import OptimizerError
+from pipeline.optimizer.feed import interleave
+from pipeline.optimizer.shift import ShiftDetector
 from pipeline.optimizer.spec import Loss, PolicySpec
 from schemas import GLOBAL_SEGMENT, LoadMode, PolicyBody, segment_ancestors
 
@@ -60,7 +63,9 @@ class Population:
         epoch: 1 for the first; a restart starts the next.
         curve: Counts of this epoch's samples per threshold.
         states: Betting state per tolerance ε.
-        detectors: Harm detector per tolerance ε.
+        detectors: Harm detector per tolerance ε (the boundary "mean loss above ε").
+        shifts: Shift detector per tolerance ε (the watched rule's losses rose
+            against this epoch's own rates: quicker after a change).
         restarts: Why each earlier epoch ended, oldest first (the last 10).
     """
 
@@ -69,6 +74,7 @@ class Population:
     curve: Curve
     states: dict[float, BettingState] = field(default_factory=dict)
     detectors: dict[float, HarmDetector] = field(default_factory=dict)
+    shifts: dict[float, ShiftDetector] = field(default_factory=dict)
     restarts: tuple[str, ...] = ()
 
     def deployable(self, epsilon: float) -> tuple[int, ...]:
@@ -111,6 +117,9 @@ class CertificateBook:
                         [eps, d.log_wealth, d.n, d.threshold, d.bet]
                         for eps, d in sorted(p.detectors.items())
                     ],
+                    "shifts": [
+                        [eps, d.log_wealth, d.n, d.threshold] for eps, d in sorted(p.shifts.items())
+                    ],
                     "restarts": list(p.restarts),
                 }
                 for key, p in sorted(self.populations.items())
@@ -138,6 +147,11 @@ class CertificateBook:
                     detectors={
                         float(e): HarmDetector(float(e), float(t), float(b), float(w), int(n))
                         for e, w, n, t, b in p["detectors"]
+                    },
+                    # Absent in books written before shift detectors: they start fresh.
+                    shifts={
+                        float(e): ShiftDetector(float(e), float(t), float(w), int(n))
+                        for e, w, n, t in p.get("shifts", [])
                     },
                     restarts=tuple(str(r) for r in p["restarts"]),
                 )
@@ -221,21 +235,25 @@ def _fresh(spec: PolicySpec, key: str, epoch: int, epsilons: list[float]) -> Pop
             e: BettingState.start(len(grid), epsilon=e, delta=delta, lower=lower) for e in epsilons
         },
         detectors={e: HarmDetector(epsilon=e) for e in epsilons},
+        shifts={e: ShiftDetector(epsilon=e) for e in epsilons},
     )
 
 
 def _watch(
     pop: Population, losses: np.ndarray[Any, Any], served: Mapping[float, int]
-) -> tuple[int | None, str, dict[float, HarmDetector]]:
-    """Run every detector on the losses of its rule: earliest alarm, why, detectors.
+) -> tuple[int | None, str, Population]:
+    """Run every detector on the losses of its rule: earliest alarm, why, updated population.
 
-    A segment's detector watches the threshold it is served with now (``served``,
+    A segment's detectors watch the threshold it is served with now (``served``,
     by epsilon), wherever it was certified, so a segment that drifts inside a pool
     is caught on its own samples; otherwise the most aggressive certified one.
+    The shift detector judges them against this epoch's counts at that
+    threshold before this cycle's samples.
     """
     at: int | None = None
     why = ""
-    detectors = dict(pop.detectors)
+    detectors, shifts = dict(pop.detectors), dict(pop.shifts)
+    curve = pop.curve
     for eps, detector in pop.detectors.items():
         prefix = pop.deployable(eps)
         if eps in served:
@@ -244,11 +262,22 @@ def _watch(
             watched = prefix[-1]
         else:
             continue
-        detectors[eps], alarm = detector.update(losses[:, watched])
+        theta = curve.grid[watched]
+        column = losses[:, watched]
+        detectors[eps], alarm = detector.update(column)
+        reference = (int(curve.losses[watched]), int(curve.gains[watched]), curve.n)
+        shift = shifts.get(eps) or ShiftDetector(epsilon=eps)
+        shifts[eps], shifted = shift.update(column, reference)
         if alarm is not None and (at is None or alarm - 1 < at):
             at = alarm - 1
-            why = f"losses at threshold {pop.curve.grid[watched]} rose above epsilon {eps}"
-    return at, why, detectors
+            why = f"losses at threshold {theta} rose above epsilon {eps}"
+        if shifted is not None and (at is None or shifted - 1 < at):
+            at = shifted - 1
+            why = (
+                f"losses at threshold {theta} rose above this epoch's rate "
+                f"({reference[0]} in {reference[2]}) toward epsilon {eps}"
+            )
+    return at, why, replace(pop, detectors=detectors, shifts=shifts)
 
 
 def advance(
@@ -309,18 +338,17 @@ def advance(
                 pop,
                 states={**pop.states, **extra.states},
                 detectors={**pop.detectors, **extra.detectors},
+                shifts={**pop.shifts, **extra.shifts},
             )
         if not fed:
             populations[key] = pop
             continue
-        block = _interleave(key, [losses[m] for m in fed], [samples[m] for m in fed], pop.curve.n)
+        block = interleave(key, [losses[m] for m in fed], [samples[m] for m in fed], pop.curve.n)
         curve = sum((curves[m] for m in fed), Curve.empty(grid))
-        at, why, detectors = _watch(pop, block, _served(spec, key, current))
+        at, why, watched = _watch(pop, block, _served(spec, key, current))
         if at is None:
             states = {e: st.update(block) for e, st in pop.states.items()}
-            populations[key] = replace(
-                pop, curve=pop.curve + curve, states=states, detectors=detectors
-            )
+            populations[key] = replace(watched, curve=pop.curve + curve, states=states)
             continue
         # The new epoch starts with the next cycle's samples: this cycle's mix both regimes.
         events.append(f"{key}: epoch {pop.epoch} ends after {at + 1} new samples: {why}")
@@ -333,30 +361,6 @@ def advance(
             f"{spec.risk.max_certificates}: the family-wise promise no longer holds"
         )
     return book, events
-
-
-def _interleave(
-    key: str, blocks: list[np.ndarray[Any, Any]], batches: list[ExplorationBatch], seen: int
-) -> np.ndarray[Any, Any]:
-    """One population's rows of this cycle, its segments' rows interleaved as traffic arrives.
-
-    The betting test needs each row to be a draw from the population's mixture
-    given the rows before it: segments fed one after the other would let an
-    easy segment certify before a hard one is seen. Rows are merged by request
-    time when every batch has it (the reader's); otherwise (offline batches)
-    by a random interleaving, seeded by the population and its sample count,
-    which is what arrivals of a stationary mixture look like.
-    """
-    if len(blocks) == 1:
-        return blocks[0]
-    stacked = np.vstack(blocks)
-    arrivals = [b.arrival for b in batches]
-    if all(a is not None for a in arrivals):
-        order = np.argsort(np.concatenate([a for a in arrivals if a is not None]), kind="stable")
-    else:
-        seed = zlib.crc32(key.encode()) ^ seen
-        order = np.random.default_rng(seed).permutation(len(stacked))
-    return stacked[order]
 
 
 def _served(spec: PolicySpec, key: str, current: PolicyBody | None) -> dict[float, int]:
