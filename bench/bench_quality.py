@@ -32,6 +32,7 @@ from pathlib import Path
 
 from _common import Report, add_json_argument, percentile, print_figures
 from _quality_cycles import CycleTally, repeated_cycles
+from _quality_drift import add_drift, drift_cycles
 from scipy import stats
 
 from pipeline.optimizer import ExplorationBatch, PolicySpec, Trajectory, load_spec, optimize
@@ -332,12 +333,14 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=20, help="repeated cycles per seed")
     parser.add_argument("--per-segment", type=int, default=1000, help="new samples per cycle")
     parser.add_argument("--cycle-seeds", type=int, default=5, help="seeds of repeated cycles")
+    parser.add_argument("--drift-seeds", type=int, default=20, help="seeds of the drift story")
     parser.add_argument("--quick", action="store_true", help="10 seeds, 5,000 held out, no sweep")
     add_json_argument(parser)
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.held_out, args.sweep, args.sweep_seeds = 10, 5_000, [], 0
         args.cycles, args.per_segment, args.cycle_seeds = 3, 300, 2
+        args.drift_seeds = 2
     spec = load_spec(ROOT / "policies" / "earlystop.yaml").model_copy(update={"max_step": 1.0})
     env = setup(spec, args.held_out)
     tallies = cycles(spec, env, args.seeds, args.samples)
@@ -346,6 +349,9 @@ def main() -> None:
     if args.cycle_seeds > 0 and spec.risk.method == "anytime":
         tally = repeated_cycles(spec, env, args.cycle_seeds, args.cycles, args.per_segment)
         add_cycles(rep, spec, tally, args)
+    if args.drift_seeds > 0 and spec.risk.method == "anytime":
+        drift = drift_cycles(spec, env, args.drift_seeds, history=1000, per_segment=100)
+        add_drift(rep, drift, per_segment=100, history=1000)
     print_figures(rep, name=48, value="7.1f", unit=2)
     rep.write(args.json)
 
