@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.optimizer import ExplorationBatch, PolicySpec, Trajectory, optimize
-from pipeline.optimizer.certify import CertificateBook, advance
 from _common import Report
 
+from pipeline.optimizer import ExplorationBatch, PolicySpec, Trajectory, optimize
+from pipeline.optimizer.certify import CertificateBook, advance
 from pipeline.sim import em_curve, oracle_threshold, sample_segment, scenario
 from pipeline.sim.scenario import DRIFT_SEGMENT
 from schemas import LoadMode
@@ -122,9 +122,14 @@ def drift_cycles(
                 safe = cycle - warm + 1
             elif not ok and safe is not None:
                 tally.unsafe_later += 1
-                print(f"    cycle {cycle - warm + 1}: {DRIFT_SEGMENT} outside epsilon again: "
-                      + ", ".join(f"{d.mode} {d.threshold} from {d.population}"
-                                  for d in proposal.decisions if d.key == DRIFT_SEGMENT))  # fmt: skip
+                where = ", ".join(
+                    f"{d.mode} {d.threshold} from {d.population}"
+                    for d in proposal.decisions
+                    if d.key == DRIFT_SEGMENT
+                )
+                print(
+                    f"    cycle {cycle - warm + 1}: {DRIFT_SEGMENT} outside epsilon again: {where}"
+                )
             theta = proposal.decision(DRIFT_SEGMENT, "normal").threshold
             got = post[grid.index(theta)].token_saving if theta is not None else 0.0
             best = post[grid.index(post_oracle)].token_saving if post_oracle is not None else 0.0
