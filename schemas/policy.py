@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    model_serializer,
+    model_validator,
+)
 
 from schemas._base import Part
 from schemas._types import (
@@ -49,6 +56,17 @@ class SegmentPolicy(Part):
     ] = ()
     """Optional steps, strictly increasing in ``from_tokens``; once a step
     applies, its threshold replaces the load-mode threshold."""
+    exploration_share: Annotated[float | None, Field(ge=0.0, le=0.5, allow_inf_nan=False)] = None
+    """Share of this key's requests run to the natural end (None: the policy's
+    ``exploration_share``). Left out of the JSON when None, so a policy that
+    does not use it has the same bytes, checksum and signature as before."""
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_share(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("exploration_share", 0) is None:
+            del data["exploration_share"]
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -99,7 +99,8 @@ def write_spec(settings: Settings, config: DemoConfig, folder: Path) -> Path:
     """Write the demo's policy spec: the reviewed spec, tuned so a few minutes show cycles.
 
     Changes from ``policies/earlystop.yaml``: the run's own policy name, a
-    20% exploration share (the nodes' cap) so each cycle has samples, a
+    20% exploration share (the nodes' cap) in every segment so each cycle has
+    samples, a
     larger step per cycle, auto-approval bounds wide enough that proposals
     go live without a reviewer (pooled certificates included), the canary
     share of ``config``, and on a trace run its ``min_tokens``.
@@ -108,6 +109,8 @@ def write_spec(settings: Settings, config: DemoConfig, folder: Path) -> Path:
     data: dict[str, Any] = yaml.safe_load(source.read_text())
     data["name"] = config.policy_name
     data["exploration_share"] = 0.2
+    # No floor: in a few minutes the drifted segment's detectors need every sample.
+    data["exploration_floor"] = None
     data["min_samples"] = 300
     data["max_step"] = 0.1
     # pooled: a demo shortcut. A few minutes give a segment a few hundred samples of its

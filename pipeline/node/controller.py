@@ -81,8 +81,8 @@ class Controller:
         snap = self._snapshot
         mode = self._mode
         explore_u, canary_u = buckets(request_id)
-        if explore_u < snap.exploration_share:
-            rules = snap.resolve(segment)
+        rules = snap.resolve(segment)
+        if explore_u < rules.exploration_share:
             return RequestPlan(
                 request_id=request_id,
                 policy_name=snap.policy_name,
@@ -105,7 +105,6 @@ class Controller:
                 segment_key=rules.key,
                 rule=rules.modes[_MODE_INDEX[mode]],
             )
-        rules = snap.resolve(segment)
         return RequestPlan(
             request_id=request_id,
             policy_name=snap.policy_name,

@@ -33,10 +33,15 @@ class SegmentRules:
     modes: tuple[Rule, Rule, Rule]
     """Indexed like :data:`~pipeline.node.decision.LOAD_MODES`."""
     explore: Rule
+    exploration_share: float
+    """Share of this key's requests that explore (the policy's when the key sets none)."""
 
 
-def compile_segment(key: str, policy: SegmentPolicy) -> SegmentRules:
-    """Compile one segment policy; mirrors ``SegmentPolicy.threshold_at`` exactly."""
+def compile_segment(key: str, policy: SegmentPolicy, exploration_share: float) -> SegmentRules:
+    """Compile one segment policy; mirrors ``SegmentPolicy.threshold_at`` exactly.
+
+    ``exploration_share`` is the policy's, used when the segment sets none.
+    """
     starts = tuple(start for start, _ in policy.schedule)
     steps = tuple(threshold for _, threshold in policy.schedule)
     normal = policy.thresholds["normal"]
@@ -51,7 +56,10 @@ def compile_segment(key: str, policy: SegmentPolicy) -> SegmentRules:
         for mode in LOAD_MODES
     )
     explore = Rule(threshold=math.inf, min_tokens=0, token_budget=policy.token_budget, explore=True)
-    return SegmentRules(key=key, modes=(modes[0], modes[1], modes[2]), explore=explore)
+    share = exploration_share if policy.exploration_share is None else policy.exploration_share
+    return SegmentRules(
+        key=key, modes=(modes[0], modes[1], modes[2]), explore=explore, exploration_share=share
+    )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -64,6 +72,7 @@ class PolicySnapshot:
     source: PolicySource
     checksum: str | None
     exploration_share: float
+    """The policy's; a segment may set its own (:attr:`SegmentRules.exploration_share`)."""
     canary_share: float
     candidate_version: int | None
     production: Mapping[str, SegmentRules]
@@ -108,10 +117,13 @@ def compile_snapshot(
     cache_size: int = 65_536,
 ) -> PolicySnapshot:
     """Compile a validated policy body into a snapshot."""
-    production = {key: compile_segment(key, p) for key, p in body.segments.items()}
+    share = body.exploration_share
+    production = {key: compile_segment(key, p, share) for key, p in body.segments.items()}
     candidate = None
     if body.candidate_segments is not None:
-        candidate = {key: compile_segment(key, p) for key, p in body.candidate_segments.items()}
+        candidate = {
+            key: compile_segment(key, p, share) for key, p in body.candidate_segments.items()
+        }
     return PolicySnapshot(
         policy_name=policy_name,
         version=version,

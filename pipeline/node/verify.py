@@ -169,6 +169,12 @@ def bounds_problem(body: PolicyBody, limits: Limits) -> str | None:
         tables.append(("candidate ", body.candidate_segments))
     for label, table in tables:
         for key, policy in table.items():
+            share = policy.exploration_share
+            if share is not None and share > limits.max_exploration_share:
+                return (
+                    f"{label}segment {key!r}: exploration_share {share} exceeds "
+                    f"this node's cap {limits.max_exploration_share}"
+                )
             if policy.token_budget > limits.max_token_budget:
                 return (
                     f"{label}segment {key!r}: token_budget {policy.token_budget} exceeds "

@@ -27,6 +27,7 @@ from pipeline.optimizer.anytime import candidate_order
 from pipeline.optimizer.certify import CertificateBook, advance
 from pipeline.optimizer.curve import Curve, ExplorationBatch, evaluate
 from pipeline.optimizer.errors import OptimizerError
+from pipeline.optimizer.exploration import exploration_for
 from pipeline.optimizer.ltt import (
     LttResult,
     clopper_pearson_upper,
@@ -352,6 +353,7 @@ def _assemble(
             thresholds=thresholds,
             min_tokens=settings.min_tokens,
             token_budget=settings.token_budget,
+            exploration_share=exploration_for(spec, key, decisions[-len(MODES) :], curves),
         )
     tested = sorted({pop for pop in population.values() if pop})
     pareto: dict[str, tuple[ParetoPoint, ...]] = {p: pareto_points(curves[p]) for p in tested}

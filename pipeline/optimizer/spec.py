@@ -245,6 +245,12 @@ class PolicySpec(_Spec):
     """Largest move toward more early stopping per cycle; safer moves are never limited."""
     grid: GridSpec = GridSpec()
     exploration_share: Annotated[float, Field(ge=0.0, le=0.5)]
+    """Share of requests that explore (run to the end, trajectory recorded) in every
+    segment still short of certainty; the policy's share."""
+    exploration_floor: Annotated[float | None, Field(ge=0.0, le=0.5)] = None
+    """Share of a segment whose own certificate is done growing (the next threshold on
+    its walk measures above epsilon): enough for its change detectors. None: every
+    segment explores at ``exploration_share``."""
     auto_approve: AutoApproveSpec
     canary: CanarySpec
     guardrails: GuardrailsSpec
@@ -255,6 +261,9 @@ class PolicySpec(_Spec):
     def _consistent(self) -> Self:
         if self.auto_approve.max_step > self.max_step:
             msg = "auto_approve.max_step exceeds max_step: it could never bind"
+            raise ValueError(msg)
+        if self.exploration_floor is not None and self.exploration_floor > self.exploration_share:
+            msg = "exploration_floor exceeds exploration_share"
             raise ValueError(msg)
         body = self.default_policy
         if body.candidate_segments is not None:

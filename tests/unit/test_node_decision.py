@@ -53,7 +53,7 @@ def reference(policy: SegmentPolicy, mode: LoadMode, tokens: int, confidence: fl
 def test_compiled_rule_decides_like_the_contract(
     policy: SegmentPolicy, mode: LoadMode, tokens: int, confidence: float
 ) -> None:
-    rules = compile_segment("global", policy)
+    rules = compile_segment("global", policy, 0.0)
     rule = rules.modes[LOAD_MODES.index(mode)]
     assert decide(rule, tokens, confidence) == reference(policy, mode, tokens, confidence)
     assert rule.threshold_at(tokens) == policy.threshold_at(tokens, mode)
@@ -75,7 +75,7 @@ def test_controller_inlined_path_equals_decide(
 
 @given(segment_policies(), st.integers(0, 7000), unit)
 def test_exploration_runs_to_the_budget(policy: SegmentPolicy, tokens: int, conf: float) -> None:
-    explore = compile_segment("global", policy).explore
+    explore = compile_segment("global", policy, 0.0).explore
     expected = BUDGET if tokens >= policy.token_budget else EXPLORATION
     assert decide(explore, tokens, conf) is expected
     assert explore.threshold_at(tokens) is None
@@ -83,7 +83,7 @@ def test_exploration_runs_to_the_budget(policy: SegmentPolicy, tokens: int, conf
 
 def test_each_reason_on_a_concrete_policy() -> None:
     policy = SegmentPolicy(thresholds={"normal": 0.8}, min_tokens=4, token_budget=10)
-    rule = compile_segment("global", policy).modes[1]
+    rule = compile_segment("global", policy, 0.0).modes[1]
     assert decide(rule, 3, 1.0) is MIN_TOKENS
     assert decide(rule, 4, 0.79) is BELOW_THRESHOLD
     assert decide(rule, 4, 0.8) is CONFIDENT
@@ -109,3 +109,49 @@ def test_a_threshold_of_one_is_off_even_at_full_confidence() -> None:
     assert decide(scheduled, 30, 0.95) == CONFIDENT
     assert decide(scheduled, 50, 1.0) != CONFIDENT
     assert decide(Rule(threshold=0.99, min_tokens=0, token_budget=100), 50, 1.0) == CONFIDENT
+
+
+def test_a_segment_explores_at_its_own_share_and_others_at_the_policy_s() -> None:
+    from pipeline.node.controller import Controller
+    from pipeline.node.snapshot import compile_snapshot
+    from schemas import PolicyBody
+
+    def policy(share: float | None) -> SegmentPolicy:
+        return SegmentPolicy(
+            thresholds={"normal": 0.9}, min_tokens=4, token_budget=256, exploration_share=share
+        )
+
+    body = PolicyBody(
+        segments={
+            "global": policy(None),
+            "acme/qa/short": policy(0.5),
+            "beta/qa/short": policy(0.0),
+        },
+        exploration_share=0.1,
+    )
+    snap = compile_snapshot(body, policy_name="p", version=2, source="broker")
+    controller = Controller(snap)
+    shares = {}
+    for key in ("acme/qa/short", "beta/qa/short", "gamma/qa/long"):
+        plans = [controller.begin(f"req-{i}", key) for i in range(4000)]
+        shares[key] = sum(p.exploration for p in plans) / len(plans)
+    assert abs(shares["acme/qa/short"] - 0.5) < 0.03
+    assert shares["beta/qa/short"] == 0.0
+    assert abs(shares["gamma/qa/long"] - 0.1) < 0.02  # falls back to global: the policy's share
+
+
+def test_an_unset_segment_share_leaves_the_signed_bytes_unchanged() -> None:
+    from datetime import UTC, datetime
+
+    from schemas import PolicyBody
+    from schemas.control import canonical_body_bytes
+
+    plain = SegmentPolicy(thresholds={"normal": 0.9}, min_tokens=4, token_budget=256)
+    body = PolicyBody(segments={"global": plain}, exploration_share=0.1)
+    raw = canonical_body_bytes("p", 3, datetime(2026, 1, 1, tzinfo=UTC), body)
+    assert b'exploration_share":0.1' in raw and raw.count(b"exploration_share") == 1
+    shared = plain.model_copy(update={"exploration_share": 0.02})
+    both = PolicyBody(segments={"global": shared}, exploration_share=0.1)
+    again = canonical_body_bytes("p", 3, datetime(2026, 1, 1, tzinfo=UTC), both)
+    assert again.count(b"exploration_share") == 2
+    assert PolicyBody.model_validate_json(both.model_dump_json()) == both

@@ -106,6 +106,22 @@ def test_another_policy_name_is_refused() -> None:
     [
         (body(budget=5000), "token_budget 5000 exceeds this node's cap 4096"),
         (body(exploration=0.3), "exploration_share 0.3 exceeds"),
+        (
+            body().model_copy(
+                update={
+                    "segments": {
+                        "global": body().segments["global"],
+                        "acme/qa/short": SegmentPolicy(
+                            thresholds={"normal": 0.9},
+                            min_tokens=4,
+                            token_budget=512,
+                            exploration_share=0.25,
+                        ),
+                    }
+                }
+            ),
+            "segment 'acme/qa/short': exploration_share 0.25 exceeds this node's cap 0.2",
+        ),
     ],
 )
 def test_out_of_bounds_updates_are_refused(policy_body: PolicyBody, needle: str) -> None:

@@ -54,6 +54,8 @@ def _broken(path: tuple[str, ...], value: Any) -> dict[str, Any]:
         (("grid", "start"), 0.995, "grid"),
         (("grid", "step"), 0.0, "grid.step"),
         (("exploration_share",), 0.7, "exploration_share"),
+        (("exploration_floor",), 0.06, "exploration_floor exceeds exploration_share"),
+        (("exploration_floor",), -0.1, "exploration_floor"),
         (("canary", "share"), 1.2, "canary.share"),
         (("canary", "max_samples"), 10, "canary"),
         (("guardrails", "em_max_drop"), 0.0, "guardrails.em_max_drop"),

@@ -64,3 +64,18 @@ def test_tag_rows_put_review_tags_first_and_value_rows_skip_segments() -> None:
     assert rows == [("review_state", "approved"), ("who", "ann"), ("zz", "1")]
     metrics = {"a": 0.5, names.segment_metric_name("global", "n"): 3.0}
     assert value_rows(metrics, skip_segments=True) == [("a", "0.5")]
+
+
+def test_diff_shows_a_segment_s_own_exploration_share() -> None:
+    a = body(**{"global": seg(0.9), "qa": seg(0.8)})
+    floored = seg(0.8).model_copy(update={"exploration_share": 0.02})
+    b = body(**{"global": seg(0.9), "qa": floored})
+    changes = {(c.segment, c.field): c for c in diff_policies(a, b)}
+    assert set(changes) == {("qa", "exploration_share")}
+    assert (
+        changes["qa", "exploration_share"].before,
+        changes["qa", "exploration_share"].after,
+    ) == (
+        "-",
+        "0.02",
+    )
