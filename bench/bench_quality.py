@@ -211,7 +211,8 @@ def add_cycles(rep: Report, spec: PolicySpec, tally: CycleTally, args: argparse.
         f"Repeated cycles: the controller's loop on a stationary stream, {args.cycles} cycles "
         f"of {args.per_segment:,} new exploration samples per segment, certificates "
         f"accumulated across cycles ({spec.risk.method}, {spec.risk.loss} loss, split "
-        f"{spec.risk.split}); {tally.restarts} harm-detector restarts in all. The promise is "
+        f"{spec.risk.split}); {tally.restarts} restarts by the change detectors in all "
+        "(false alarms: the stream is stationary). The promise is "
         "per (segment or pooled population, epsilon): a pair violates when any cycle deploys "
         "a threshold whose held-out EM drop on its population exceeds epsilon."
     )
