@@ -109,9 +109,13 @@ def run_cycle(
     try:
         if saved is not None:
             after = max(saved.watermark or since, since)
-            samples = read_new_exploration(warehouse, spec.name, after, until)
+            samples = read_new_exploration(
+                warehouse, spec.name, after, until, unlabeled=spec.risk.unlabeled
+            )
         else:
-            samples = read_exploration(warehouse, spec.name, since)
+            samples = read_exploration(
+                warehouse, spec.name, since, unlabeled=spec.risk.unlabeled, until=until
+            )
     except WarehouseError:
         raise
     except Exception as exc:  # noqa: BLE001  # clickhouse-connect raises many types

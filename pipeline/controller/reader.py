@@ -4,7 +4,9 @@ The client is passed in (``pipeline.warehouse.client.connect``), so this
 module imports no ClickHouse library and its pure halves
 (:func:`batches_from_rows`, :func:`pair_arms`) are unit-tested without one.
 
-Exploration: labeled exploration outcomes of one policy in a time window,
+Exploration: labeled exploration outcomes of one policy in a time window
+(and, with ``risk.unlabeled: disagreement``, unlabeled ones through
+:func:`disagreement_rows`),
 their checkpoints read from ``trajectory_points FINAL`` (latest version of
 every request) and packed into one :class:`ExplorationBatch` per
 ``tenant/task/length_bucket`` key. A negative verdict (a label without gold
@@ -27,12 +29,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from pipeline.optimizer.curve import ExplorationBatch, probe_cost
+from pipeline.optimizer.spec import Unlabeled
+from pipeline.stream.em import normalize_answer
 
 Item = tuple[list[int], list[float], list[bool], bool, int, float | None, int]
 """One request: tokens, confidences and trial-answer EM per checkpoint, full EM,
@@ -62,6 +66,22 @@ INNER JOIN (
     SELECT request_id, em, tokens_generated, tokens_probe, ts
     FROM outcomes FINAL
     WHERE policy_name = {policy:String} AND exploration AND labeled AND em IS NOT NULL
+      AND ts > {after:DateTime64(3, 'UTC')} AND ts <= {until:DateTime64(3, 'UTC')}
+) AS o ON o.request_id = t.request_id
+WHERE t.policy_name = {policy:String}
+ORDER BY o.ts, t.request_id, t.idx
+"""
+
+# Exploration requests still unlabeled when read: every checkpoint's trial answer and
+# the full answer, for the disagreement bound (risk.unlabeled: disagreement).
+_UNLABELED_SQL = """
+SELECT t.tenant, t.task, t.length_bucket, t.request_id, t.idx, t.tokens, t.confidence,
+       t.answer, o.answer, o.tokens_generated, o.tokens_probe, o.model, o.ts
+FROM trajectory_points AS t FINAL
+INNER JOIN (
+    SELECT request_id, answer, tokens_generated, tokens_probe, model, ts
+    FROM outcomes FINAL
+    WHERE policy_name = {policy:String} AND exploration AND NOT labeled
       AND ts > {after:DateTime64(3, 'UTC')} AND ts <= {until:DateTime64(3, 'UTC')}
 ) AS o ON o.request_id = t.request_id
 WHERE t.policy_name = {policy:String}
@@ -168,19 +188,67 @@ def _pack(items: list[Item]) -> ExplorationBatch:
     )
 
 
-def read_exploration(client: Any, policy_name: str, since: datetime) -> dict[str, ExplorationBatch]:
-    """Labeled exploration samples of ``policy_name`` since ``since``, by segment key."""
+def disagreement_rows(rows: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """Rows of unlabeled requests, made into labeled rows by the disagreement bound.
+
+    A row is ``(tenant, task, bucket, request_id, idx, tokens, confidence,
+    answer, full_answer, full_tokens, tokens_probe, model, ts)``; the result
+    has the labeled rows' shape, with ``em`` = the trial answer equals the full
+    answer after EM normalisation and ``full_em`` = True. Per request, 1 -
+    early EM so defined is at least its true signed or one-sided EM loss,
+    whatever the gold answer: the certificates stay valid, only more cautious.
+    """
+    out: list[tuple[Any, ...]] = []
+    for row in rows:
+        tenant, task, bucket, request_id, idx, tok, conf, answer, full = row[:9]
+        same = normalize_answer(str(answer)) == normalize_answer(str(full))
+        out.append((tenant, task, bucket, request_id, idx, tok, conf, same, True, *row[9:]))
+    return out
+
+
+def read_exploration(
+    client: Any,
+    policy_name: str,
+    since: datetime,
+    *,
+    unlabeled: Unlabeled = "skip",
+    until: datetime | None = None,
+) -> dict[str, ExplorationBatch]:
+    """Exploration samples of ``policy_name`` since ``since``, by segment key.
+
+    Labeled requests always; unlabeled ones made up to ``until`` too with
+    ``unlabeled="disagreement"`` (:func:`disagreement_rows`).
+    """
     result = client.query(_EXPLORATION_SQL, parameters={"policy": policy_name, "since": since})
-    return batches_from_rows(newest_model_only(result.result_rows))
+    rows = list(result.result_rows)
+    if unlabeled == "disagreement":
+        params = {"policy": policy_name, "after": since, "until": until or datetime.now(UTC)}
+        extra = disagreement_rows(client.query(_UNLABELED_SQL, parameters=params).result_rows)
+        rows = sorted([*rows, *extra], key=lambda r: (r[3], r[4]))
+    return batches_from_rows(newest_model_only(rows))
 
 
 def read_new_exploration(
-    client: Any, policy_name: str, after: datetime, until: datetime
+    client: Any,
+    policy_name: str,
+    after: datetime,
+    until: datetime,
+    *,
+    unlabeled: Unlabeled = "skip",
 ) -> dict[str, ExplorationBatch]:
-    """Labeled exploration samples of requests made in ``(after, until]``, in request order."""
+    """Exploration samples of requests made in ``(after, until]``, in request order.
+
+    Labeled requests always; unlabeled ones too with ``unlabeled="disagreement"``
+    (:func:`disagreement_rows`). Each request is read once: one whose label
+    comes later keeps the bound it was read with.
+    """
     params = {"policy": policy_name, "after": after, "until": until}
-    result = client.query(_NEW_EXPLORATION_SQL, parameters=params)
-    return batches_from_rows(result.result_rows)
+    rows = list(client.query(_NEW_EXPLORATION_SQL, parameters=params).result_rows)
+    if unlabeled == "disagreement":
+        extra = disagreement_rows(client.query(_UNLABELED_SQL, parameters=params).result_rows)
+        # Drop model (index 11): the labeled rows of this query end with the request time.
+        rows = sorted([*rows, *(r[:11] + r[12:] for r in extra)], key=lambda r: (r[11], r[3], r[4]))
+    return batches_from_rows(rows)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ Split = Literal["none", "segments", "segments_and_modes"]
 PValue = Literal["binomial", "hoeffding_bentkus"]
 Method = Literal["anytime", "ltt"]
 Loss = Literal["signed", "one_sided"]
+Unlabeled = Literal["skip", "disagreement"]
 
 Epsilon = Annotated[float, Field(gt=0.0, le=0.5)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -148,6 +149,13 @@ class RiskSpec(_Spec):
     early answer that fixes a wrong full one counts in favour; with ``ltt``, paired
     Clopper-Pearson bounds of the loss and gain rates); ``one_sided``: the share of
     requests made worse, a stricter promise."""
+    unlabeled: Unlabeled = "skip"
+    """Exploration requests with no label when the controller reads them: ``skip``
+    them (valid while whether a request gets a label does not depend on its
+    outcome), or certify them through ``disagreement``: a checkpoint counts as wrong
+    unless its trial answer equals the full answer after EM normalisation, and the
+    full answer as right. Its loss bounds the EM loss (signed or one-sided) from
+    above, whatever the gold answer, so no assumption about labeling is needed."""
     max_certificates: Annotated[int, Field(ge=1, le=100_000)] = 64
     """With ``anytime`` and a split: delta is shared by at most this many
     (population, epsilon) certificates, each at ``delta / max_certificates``."""

@@ -150,3 +150,20 @@ def test_verdict_tags_record_state_reason_and_evidence() -> None:
     assert found[names.T_CANARY_VERDICT].startswith("rollback: guardrail breached")
     assert "em: 300 pairs, diff +0.4500" in found[names.T_CANARY_EVIDENCE]
     assert np.isfinite(evidence.harm_e)
+
+
+def test_the_disagreement_bound_is_never_below_the_true_loss() -> None:
+    from itertools import product
+
+    from pipeline.controller.reader import disagreement_rows
+    from pipeline.stream.em import exact_match
+
+    answers = ("Paris", "paris.", "Lima", "The Lima", "")
+    for early, full, gold in product(answers, answers, ("Paris", "Lima", "Oslo")):
+        row = ("acme", "qa", "short", "r", 0, 8, 0.9, early, full, 16, 0, "m", 1)
+        (bounded,) = disagreement_rows([row])
+        assert bounded[7:9] == (bounded[7], True) and len(bounded) == len(row)
+        bound = int(bounded[8]) - int(bounded[7])
+        signed = int(exact_match(full, [gold])) - int(exact_match(early, [gold]))
+        one_sided = int(exact_match(full, [gold]) and not exact_match(early, [gold]))
+        assert bound >= signed and bound >= one_sided
