@@ -99,6 +99,13 @@ BENCHES: tuple[Bench, ...] = (
         quick_timeout_s=120,
     ),
     Bench(
+        "labels",
+        "bench_labels.py",
+        "Labels optional: certification with a share of exploration labeled",
+        timeout_s=900,
+        quick_timeout_s=300,
+    ),
+    Bench(
         "serve",
         "bench_serve.py",
         "Real node: generation with and without confidence probes",

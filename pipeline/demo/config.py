@@ -13,6 +13,8 @@ import yaml
 from pipeline.config import Settings
 from pipeline.controller.config import controller_settings
 
+NODE_EXPLORATION_CAP = 0.5
+"""The demo nodes' ``max_exploration_share`` (the largest the contract allows)."""
 TRACE_MIN_TOKENS = 8
 """``min_tokens`` of a trace run: ``pipeline capture``'s default checkpoint spacing."""
 
@@ -99,8 +101,8 @@ def write_spec(settings: Settings, config: DemoConfig, folder: Path) -> Path:
     """Write the demo's policy spec: the reviewed spec, tuned so a few minutes show cycles.
 
     Changes from ``policies/earlystop.yaml``: the run's own policy name, a
-    20% exploration share (the nodes' cap) in every segment so each cycle has
-    samples, a
+    20% exploration share in every segment that stops early so each cycle has
+    samples, and the nodes' cap in those that do not, a
     larger step per cycle, auto-approval bounds wide enough that proposals
     go live without a reviewer (pooled certificates included), the canary
     share of ``config``, and on a trace run its ``min_tokens``.
@@ -111,6 +113,9 @@ def write_spec(settings: Settings, config: DemoConfig, folder: Path) -> Path:
     data["exploration_share"] = 0.2
     # No floor: in a few minutes the drifted segment's detectors need every sample.
     data["exploration_floor"] = None
+    # A segment that serves no early stop (restarted by the drift) explores at the
+    # demo nodes' cap: it runs to the end anyway and re-certifies sooner.
+    data["exploration_ceiling"] = NODE_EXPLORATION_CAP
     data["min_samples"] = 300
     data["max_step"] = 0.1
     # pooled: a demo shortcut. A few minutes give a segment a few hundred samples of its

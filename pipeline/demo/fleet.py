@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pydantic import SecretStr
 
 from pipeline.config import Settings
-from pipeline.demo.config import DemoConfig
+from pipeline.demo.config import NODE_EXPLORATION_CAP, DemoConfig
 from pipeline.node import Emitter, EmitterSettings, Node
 from pipeline.sim.runner import FleetRunner, RunConfig, RunSummary
 from pipeline.sim.scenario import Scenario, scenario
@@ -56,6 +56,7 @@ class Fleet:
                 "signing_keys": SecretStr(f'{{"{self.key_id}": "{self.key}"}}'),
                 "allowed_algorithms": "hmac-sha256",  # the demo's run-local key
                 "bootstrap_timeout_s": 20.0,
+                "max_exploration_share": NODE_EXPLORATION_CAP,
                 "retry_interval_s": 1.0,
                 # The worker's aiokafka cannot read lz4 without cramjam (not installed).
                 "emitter": settings.node.emitter.model_copy(update={"compression": "none"}),

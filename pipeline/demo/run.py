@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Settings, settings_env
 from pipeline.demo import observe
-from pipeline.demo.config import DemoConfig, run_dir, signing_key, write_spec
+from pipeline.demo.config import NODE_EXPLORATION_CAP, DemoConfig, run_dir, signing_key, write_spec
 from pipeline.demo.fleet import Fleet, demo_scenario
 from pipeline.demo.history import seed_certificates
 from pipeline.demo.procs import Children, DemoError, tail
@@ -112,6 +112,8 @@ def child_env(
         "PIPELINE_CONTROLLER__MONITOR_INTERVAL_S": "5",
         # Labels arrive within seconds in the simulator; production waits longer.
         "PIPELINE_CONTROLLER__LABEL_WAIT_S": "15",
+        # The nodes' cap the controller checks proposals against, as the demo's nodes have it.
+        "PIPELINE_NODE__MAX_EXPLORATION_SHARE": f"{NODE_EXPLORATION_CAP:g}",
         "MLFLOW_LOGGING_LEVEL": "WARNING",
     })  # fmt: skip
     return env

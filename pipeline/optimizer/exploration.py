@@ -5,7 +5,11 @@ replayed under every threshold. In a segment that serves no early stop yet
 they cost only their confidence probes; in a segment whose certificate is
 done growing they cost its savings and buy only change detection. So the
 policy's share (``exploration_share``) applies wherever more samples could
-certify more, and ``exploration_floor`` where they could not.
+certify more, ``exploration_floor`` where they could not, and
+``exploration_ceiling`` where the policy serves no early stop at all (an
+uncertified segment, one restarted after a change, a fallback key that is
+off): there exploring is nearly free and every sample brings the
+certificate closer.
 
 Pooled certificates (a task, ``global``) see their segments' exploration
 samples, so with per-segment shares their mixture weights a segment by its
@@ -27,18 +31,23 @@ def exploration_for(
     decisions: Sequence[SegmentDecision],
     curves: Mapping[str, Curve],
 ) -> float | None:
-    """A segment's own exploration share: the spec's floor once its certificate is done growing.
+    """A key's own exploration share, or None for the policy's.
 
-    Done growing: in every load mode the segment is served from its own
-    certificate and the next threshold on its walk measures above that
-    mode's epsilon, so more samples would not certify it. Everything else
-    (pooled, uncertified, a walk that more samples could extend, task and
-    global keys) explores at the policy's share (None). An uncertified
-    segment serves full generations anyway, so its exploration costs only
-    the probes.
+    The spec's ceiling where the key serves no early stop in any load mode
+    (``decisions`` are the key's, one per mode). The floor where a segment's
+    certificate is done growing: in every load mode it is served from its own
+    certificate and the next threshold on its walk measures above that mode's
+    epsilon, so more samples would not certify it. Everything else (pooled,
+    a walk that more samples could extend, task and global keys that stop
+    early) explores at the policy's share.
     """
+    if not decisions:
+        return None
+    ceiling = spec.exploration_ceiling
+    if ceiling is not None and all(d.threshold >= 1.0 for d in decisions):
+        return ceiling if ceiling != spec.exploration_share else None
     floor = spec.exploration_floor
-    if floor is None or key.count("/") != 2 or not decisions:
+    if floor is None or key.count("/") != 2:
         return None
     curve = curves.get(key)
     if curve is None or curve.n == 0:

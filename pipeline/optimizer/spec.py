@@ -259,6 +259,11 @@ class PolicySpec(_Spec):
     """Share of a segment whose own certificate is done growing (the next threshold on
     its walk measures above epsilon): enough for its change detectors. None: every
     segment explores at ``exploration_share``."""
+    exploration_ceiling: Annotated[float | None, Field(ge=0.0, le=0.5)] = None
+    """Share of a key the proposal serves no early stop in any load mode (uncertified,
+    or restarted after a change): its requests run to the end anyway, so exploring
+    costs only the confidence probes. Must be within the nodes'
+    ``max_exploration_share``. None: such keys explore at ``exploration_share``."""
     auto_approve: AutoApproveSpec
     canary: CanarySpec
     guardrails: GuardrailsSpec
@@ -272,6 +277,10 @@ class PolicySpec(_Spec):
             raise ValueError(msg)
         if self.exploration_floor is not None and self.exploration_floor > self.exploration_share:
             msg = "exploration_floor exceeds exploration_share"
+            raise ValueError(msg)
+        ceiling = self.exploration_ceiling
+        if ceiling is not None and ceiling < self.exploration_share:
+            msg = "exploration_ceiling is below exploration_share"
             raise ValueError(msg)
         body = self.default_policy
         if body.candidate_segments is not None:

@@ -47,3 +47,17 @@ def test_a_walk_that_more_samples_could_extend_keeps_the_share() -> None:
     normal = proposal.decision(BIG, "normal")
     assert normal.population == BIG and normal.certified
     assert proposal.body.segments[BIG].exploration_share is None
+
+
+def test_a_key_that_serves_no_early_stop_explores_at_the_ceiling() -> None:
+    spec = load_spec(ROOT / "policies" / "earlystop.yaml").model_copy(
+        update={"exploration_floor": 0.01, "exploration_ceiling": 0.2, "max_step": 1.0}
+    )
+    # 30 samples: nothing is certified anywhere, every key serves full generations.
+    proposal = optimize(spec, {BIG: _batch(BIG, 30)})
+    assert all(d.threshold == 1.0 for d in proposal.decisions)
+    assert {p.exploration_share for p in proposal.body.segments.values()} == {0.2}
+    assert proposal.body.exploration_share == spec.exploration_share
+    # Once the segment stops early somewhere, the ceiling no longer applies to it.
+    grown = optimize(spec, {BIG: _batch(BIG, 1_500)})
+    assert grown.body.segments[BIG].exploration_share is None

@@ -145,3 +145,8 @@ def test_settings_are_looked_up_most_specific_first() -> None:
 def test_a_custom_grid_always_ends_at_one() -> None:
     spec = spec_with(grid={"start": 0.8, "stop": 0.9, "step": 0.05})
     assert spec.thresholds() == (0.8, 0.85, 0.9, 1.0)
+
+
+def test_the_exploration_ceiling_is_at_least_the_share() -> None:
+    with pytest.raises(SpecError, match="exploration_ceiling is below exploration_share"):
+        parse_spec(_broken(("exploration_ceiling",), 0.01))
