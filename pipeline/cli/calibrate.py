@@ -242,8 +242,7 @@ def _register(settings: Settings, result: Calibration, file: Path, records: int)
             "origin": "calibrate",
         },
         segment_metrics=metrics,
-        description=f"offline calibration from {file} ({records} trajectories); "
-        + draft.description,
+        description=f"offline calibration from {file} ({records} trajectories)",
     )
     model_name = settings.control.model_name(spec.name)
     client = connect(settings.mlflow)  # one line (RegistryError) when MLflow is unreachable

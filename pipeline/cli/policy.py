@@ -91,12 +91,25 @@ def list_versions(policy: str = POLICY, model: str | None = MODEL) -> None:
 @policy_app.command("show")
 def show(
     version: str = typer.Argument(..., help="Version number or alias."),
+    details: bool = typer.Option(
+        False, "--details", help="Also the run's params, metrics and per-segment table."
+    ),
     policy: str = POLICY,
     model: str | None = MODEL,
 ) -> None:
-    """Show one version: review tags, params, metrics and the per-segment policy."""
+    """Show one version: its review page (the run's review/review.md) and review tags.
+
+    A version without a review page (a rollback, a canary carrier) shows its
+    params, metrics and per-segment policy instead.
+    """
     from pipeline.registry.report import segment_rows, tag_rows, value_rows
-    from pipeline.registry.versions import get_version, load_policy, mlflow_errors, resolve
+    from pipeline.registry.versions import (
+        get_version,
+        load_policy,
+        load_review_page,
+        mlflow_errors,
+        resolve,
+    )
 
     settings, _, name = _target(policy, model)
     with mlflow_errors(f"reading {name} {version}"):
@@ -104,12 +117,18 @@ def show(
         record = get_version(client, name, resolve(client, name, version))
         body = load_policy(client, record)
         data = client.get_run(record.run_id).data if record.run_id else None
+        page = load_review_page(client, record)
     console.print(
         f"[bold]{name} v{record.version}[/]: {record.review_state or 'untagged'}, "
         f"{record.status}, aliases {', '.join(record.aliases) or '-'}, run {record.run_id or '-'}"
     )
+    if page is not None:
+        # Plain Markdown, as logged: what the reviewer saw in MLflow, tables aligned as text.
+        console.print(page, markup=False, highlight=False)
     metrics = dict(data.metrics) if data is not None else {}
     console.print(_table("review tags", ["tag", "value"], tag_rows(record.tags)))
+    if page is not None and not details:
+        return
     if data is not None:
         console.print(_table("params", ["param", "value"], value_rows(dict(data.params))))
         rows = value_rows(metrics, skip_segments=True)

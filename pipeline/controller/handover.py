@@ -8,7 +8,9 @@ Both sides are pure; importing this loads no MLflow.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
+from pipeline.controller.review_facts import review_facts
 from pipeline.optimizer.proposal import Proposal
 from pipeline.optimizer.review import review_reasons
 from pipeline.optimizer.spec import PolicySpec
@@ -95,14 +97,20 @@ def _frontiers(proposal: Proposal) -> dict[str, registry.Frontier]:
     }
 
 
-def to_registry(proposal: Proposal, spec: PolicySpec) -> registry.PolicyDraft:
-    """The registry's view of ``proposal``, with the spec's auto-approve verdict."""
+def to_registry(
+    proposal: Proposal, spec: PolicySpec, *, flags: Sequence[str] = ()
+) -> registry.PolicyDraft:
+    """The registry's view of ``proposal``, with the spec's auto-approve verdict.
+
+    The draft carries the review page's facts (``flags``: drift alarms or
+    restarted certificates a reviewer must know about); the registry writes the
+    version's description from them, so ``description`` is left empty.
+    """
     reasons = review_reasons(proposal, spec)
     review = registry.ReviewDecision(
         auto_approve=not reasons,
         reason="; ".join(reasons) if reasons else "every move within the auto-approve bounds",
     )
-    moved = sum(d.threshold != d.current for d in proposal.decisions)
     return registry.PolicyDraft(
         policy_name=proposal.policy_name,
         body=proposal.body,
@@ -111,8 +119,5 @@ def to_registry(proposal: Proposal, spec: PolicySpec) -> registry.PolicyDraft:
         metrics=_metrics(proposal),
         segment_metrics=_segment_metrics(proposal),
         pareto=_frontiers(proposal),
-        description=(
-            f"{len(proposal.body.segments)} keys, {moved} threshold moves; "
-            f"delta {proposal.delta} split by {proposal.split}"
-        ),
+        facts=review_facts(proposal, flags=flags, plot_mode=PLOT_MODE),
     )

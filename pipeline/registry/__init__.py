@@ -11,6 +11,8 @@
   :mod:`~pipeline.registry.compare`, :mod:`~pipeline.registry.report`,
   :mod:`~pipeline.registry.names`: pure rules (which review move is allowed, what
   a canary carrier serves), diffs, table rows and names.
+- :mod:`~pipeline.registry.review_page`: the review page (verdict, per-key table,
+  Pareto plot) as Markdown and self-contained HTML; the version's description.
 - :mod:`~pipeline.registry.policy_model`: the pyfunc model (logged as code).
 
 Nothing is imported here: MLflow loads only when a function needs it.

@@ -22,6 +22,60 @@ class Frontier:
 
 
 @dataclass(frozen=True, slots=True)
+class ModeFacts:
+    """One policy key in one load mode, as the review page shows it."""
+
+    mode: str
+    production: float
+    """The threshold in force for the key's requests now (1.0: no early stop)."""
+    proposed: float
+    """The threshold this proposal gives it."""
+    chosen: float
+    """The test's choice; differs from ``proposed`` when the step limit held it back."""
+    step_limited: bool
+    samples: int
+    """The key's own samples."""
+    population: str | None
+    """Key whose samples were tested (the key itself, a parent, or None: none had enough)."""
+    population_samples: int
+    guarantee: str
+    """``segment``, ``pooled`` or ``none``."""
+    epsilon: float
+    em_drop_bound: float
+    saving: float
+    """Expected share of tokens saved at ``proposed`` (on the population's samples)."""
+    production_saving: float | None
+    """The same at ``production``; None when it was not measured (off the grid, no data)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFacts:
+    """One policy key: its rows per load mode and its own exploration share."""
+
+    key: str
+    modes: Sequence[ModeFacts]
+    exploration_share: float | None = None
+    """The key's own share; None: the policy's."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewFacts:
+    """What the review page of a proposal shows, besides the review decision."""
+
+    keys: Sequence[KeyFacts]
+    exploration_share: float
+    """The policy's exploration share."""
+    dropped: Sequence[str] = ()
+    """Keys of the production policy that the proposal no longer holds."""
+    flags: Sequence[str] = ()
+    """Events a reviewer must know about (drift alarms, restarted certificates)."""
+    certification: str = ""
+    """How the thresholds were certified, in one line."""
+    plot_mode: str = "normal"
+    """The load mode whose thresholds are starred on the Pareto plot."""
+
+
+@dataclass(frozen=True, slots=True)
 class ReviewDecision:
     """The optimizer's verdict on whether a human must look at the proposal."""
 
@@ -50,4 +104,6 @@ class PolicyDraft:
     pareto: Mapping[str, Frontier] = field(default_factory=dict)
     """Trade-off curve per segment key, for the plot."""
     description: str = ""
-    """Free text shown on the model version."""
+    """Free text shown on the model version (after the review page's verdict, if any)."""
+    facts: ReviewFacts | None = None
+    """The review page's content; with it, the run logs the page (``review/``)."""

@@ -1,8 +1,10 @@
 """Registering policy versions: a run with everything a reviewer needs, and a model version.
 
 Each version is an MLflow run in the configured experiment (params, metrics,
-the policy artifact ``policy/policy.json``, the Pareto plot) whose pyfunc
-model is registered as a version of the policy family's registered model.
+the policy artifact ``policy/policy.json``, the Pareto plot and, for an
+optimizer's proposal, the review page ``review/review.html`` and ``.md``)
+whose pyfunc model is registered as a version of the policy family's
+registered model; its description starts with the page's one-line verdict.
 The version number is the policy version on the control topic (ADR 002).
 
 A version is created with all its review tags at once, so no reader ever
@@ -27,8 +29,10 @@ from pipeline.audit import AuditSink
 from pipeline.errors import RegistryError
 from pipeline.registry import names
 from pipeline.registry.client import ensure_experiment, ensure_registered_model
-from pipeline.registry.draft import PolicyDraft
+from pipeline.registry.draft import PolicyDraft, ReviewDecision, ReviewFacts
 from pipeline.registry.plot import write_pareto_png
+from pipeline.registry.review_page import description as page_description
+from pipeline.registry.review_page import page_html, page_markdown
 from pipeline.registry.tags import now_iso, promotion_tags, record_audit
 from pipeline.registry.transitions import READY
 from pipeline.registry.versions import VersionRecord, get_version, policy_sha256
@@ -148,9 +152,12 @@ def log_policy_version(
     tags: Mapping[str, str],
     run_name: str,
     plot: Path | None = None,
+    review: Path | None = None,
     description: str = "",
 ) -> tuple[str, VersionRecord]:
-    """Log one run (params, metrics, policy, plot, pyfunc model) and register it.
+    """Log one run (params, metrics, policy, plot, review page, pyfunc model) and register it.
+
+    ``review`` is a folder whose files are logged under ``review/``.
 
     ``params`` and ``metrics`` must already carry valid MLflow names. The
     version is created with ``tags`` plus the policy name and digest.
@@ -179,6 +186,8 @@ def log_policy_version(
             mlflow.log_artifact(str(policy_file), names.POLICY_DIR)
             if plot is not None:
                 mlflow.log_artifact(str(plot), names.PLOT_DIR)
+            if review is not None:
+                mlflow.log_artifacts(str(review), names.REVIEW_DIR)
             # The model first: MLflow links a run's existing metrics to a model it logs
             # with one history read per metric (a hundred requests for a large policy);
             # logged afterwards with its id, they are linked in one batch.
@@ -203,6 +212,18 @@ def log_policy_version(
         msg = f"{model_name} v{record.version} is {record.status}, not {READY}, after registration"
         raise RegistryError(msg)
     return run_id, record
+
+
+def _write_page(
+    facts: ReviewFacts, name: str, review: ReviewDecision, plot: Path, folder: Path
+) -> Path:
+    # The Markdown points at the plot artifact; the HTML carries it inline.
+    folder.mkdir()
+    markdown = page_markdown(facts, review, policy_name=name, plot=f"../{names.PLOT_ARTIFACT}")
+    (folder / Path(names.REVIEW_MD).name).write_text(markdown, encoding="utf-8")
+    page = page_html(facts, review, policy_name=name, plot_png=plot.read_bytes())
+    (folder / Path(names.REVIEW_HTML).name).write_text(page, encoding="utf-8")
+    return folder
 
 
 def register_proposal(
@@ -243,10 +264,16 @@ def register_proposal(
     }
     if auto:
         tags.update(promotion_tags(names.AUTO, why, "auto_approved", at))
+    decided = ReviewDecision(auto_approve=auto, reason=why)
     with tempfile.TemporaryDirectory(prefix="pareto-") as tmp:
         plot = write_pareto_png(
             proposal.pareto, Path(tmp) / names.PLOT_FILE, f"{proposal.policy_name} proposal"
         )
+        review, description = None, proposal.description
+        if proposal.facts is not None:
+            folder = Path(tmp) / names.REVIEW_DIR
+            review = _write_page(proposal.facts, proposal.policy_name, decided, plot, folder)
+            description = page_description(proposal.facts, decided, proposal.description)
         run_id, record = log_policy_version(
             client,
             experiment=experiment,
@@ -258,7 +285,8 @@ def register_proposal(
             tags=tags,
             run_name=f"{proposal.policy_name}-{at}",
             plot=plot,
-            description=proposal.description,
+            review=review,
+            description=description,
         )
     client.set_registered_model_alias(model_name, names.CANDIDATE, str(record.version))
     name = proposal.policy_name

@@ -175,3 +175,22 @@ def load_policy(client: Any, record: VersionRecord) -> PolicyBody:
         where = ".".join(str(p) for p in first["loc"]) or "policy"
         msg = f"{record.model_name} v{record.version}: invalid policy: {where}: {first['msg']}"
         raise PolicyArtifactError(msg) from None
+
+
+def load_review_page(client: Any, record: VersionRecord) -> str | None:
+    """The Markdown review page logged with ``record``'s run (None: it has none)."""
+    import mlflow.artifacts
+
+    if record.run_id is None:
+        return None
+    logged = {a.path for a in client.list_artifacts(record.run_id, names.REVIEW_DIR)}
+    if names.REVIEW_MD not in logged:
+        return None
+    with tempfile.TemporaryDirectory(prefix="review-") as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=record.run_id,
+            artifact_path=names.REVIEW_MD,
+            dst_path=tmp,
+            tracking_uri=client.tracking_uri,
+        )
+        return Path(local).read_text(encoding="utf-8")
