@@ -129,6 +129,7 @@ def run_cycle(
         client = connect_mlflow(settings)
         version, current = production_body(client, model_name, spec.default_policy)
         book = None
+        events: list[str] = []
         if saved is not None:
             # Fed once, before anything can fail later: the certificates only grow.
             book, events = advance(saved.book, spec, samples, list(current.segments), current)
@@ -148,7 +149,8 @@ def run_cycle(
         if proposal.body == base_body(current):
             detail = f"{n} samples in {len(samples)} keys: the policy of v{version or 0} stands"
             return CycleResult("unchanged", detail, n, len(samples), production=version)
-        handed = to_registry(proposal, spec)
+        # This cycle's restarts and refusals go on the review page as flags.
+        handed = to_registry(proposal, spec, flags=events)
         where = plan.route(
             within_bounds=handed.review.auto_approve,
             auto_approve=settings.control.auto_approve,
