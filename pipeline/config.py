@@ -4,7 +4,10 @@ Every variable starts with ``PIPELINE_``; nested sections use ``__``, e.g.
 ``PIPELINE_KAFKA__BOOTSTRAP_SERVERS``. Defaults point at the embedded stack on
 loopback, so a fresh checkout runs with no configuration. The embedded stack
 takes its ports from the same URLs the clients use, so the two cannot disagree.
-Secrets are ``SecretStr`` and never appear in ``repr`` or logs.
+Secrets are ``SecretStr`` and never appear in ``repr`` or logs. A secret the
+embedded stack generated (the warehouse's writer password, under
+``<state_dir>/secrets/``) fills in its setting when the environment leaves it
+unset; see :mod:`pipeline.secret_store`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pipeline.errors import ConfigError
 from pipeline.node.config import NodeSettings
 from pipeline.node.kafka import KafkaSettings
 from pipeline.publisher.config import ControlSettings
+from pipeline.secret_store import WAREHOUSE_PASSWORD, read_secret, secret_path
 from pipeline.stream.config import StreamSettings
 
 ENV_PREFIX = "PIPELINE_"
@@ -56,13 +60,18 @@ def _no_password_in_url(value: str, setting: str) -> str:
 
 
 class ClickHouseSettings(BaseModel):
-    """How every component reaches ClickHouse (a server, or the embedded warehouse)."""
+    """How every component reaches ClickHouse (a server, or the embedded warehouse).
+
+    ``username`` and ``password`` are the writer's account. On the embedded
+    stack any other caller (no credentials, user ``default``) only reads; an
+    unset password is read from the file ``pipeline up`` generated.
+    """
 
     model_config = _Frozen
 
     url: str = "http://127.0.0.1:8123"
     database: str = Field(default="earlystop", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    username: str = "default"
+    username: str = "earlystop"
     password: SecretStr = SecretStr("")
 
     @field_validator("url")
@@ -152,6 +161,11 @@ class Settings(BaseSettings):
         return value.expanduser().resolve()
 
     @property
+    def warehouse_password_path(self) -> Path:
+        """The embedded warehouse's generated writer password (mode 0600)."""
+        return secret_path(self.state_dir, WAREHOUSE_PASSWORD)
+
+    @property
     def chdb_path(self) -> Path:
         """Where the embedded warehouse keeps its ClickHouse data."""
         return (self.state_dir / "clickhouse").resolve()
@@ -177,7 +191,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
             if isinstance(value, BaseModel):
                 walk(key + ENV_NESTED_DELIMITER, value)
             elif isinstance(value, SecretStr):
-                env[key] = value.get_secret_value()
+                # An empty secret is left unset, so the child falls back as this
+                # process did (to a generated secret under the state folder).
+                if value.get_secret_value():
+                    env[key] = value.get_secret_value()
             elif value is not None:
                 env[key] = str(value.resolve() if isinstance(value, Path) else value)
 
@@ -190,10 +207,34 @@ def env_name(loc: tuple[int | str, ...]) -> str:
     return ENV_PREFIX + ENV_NESTED_DELIMITER.join(str(p).upper() for p in loc)
 
 
+def with_stored_secrets(settings: Settings) -> Settings:
+    """``settings`` with the secrets nobody set taken from the state folder's files.
+
+    Only the warehouse password so far: when neither the environment nor an
+    override set ``clickhouse.password``, the file ``pipeline up`` generated
+    (if there is one) supplies it. An explicit value, even empty, wins.
+
+    Raises:
+        SecretFileError: the file exists but is readable by others, or unreadable.
+    """
+    if "password" in settings.clickhouse.model_fields_set:
+        return settings
+    stored = read_secret(settings.warehouse_password_path)
+    if stored is None:
+        return settings
+    clickhouse = settings.clickhouse.model_copy(update={"password": stored})
+    return settings.model_copy(update={"clickhouse": clickhouse})
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the environment once; raise :class:`ConfigError` naming the bad variable."""
+    """Read the environment once, then the stored secrets; errors name the bad variable.
+
+    Raises:
+        ConfigError: a setting is invalid (the message names its variable), or a
+            stored secret's file is unsafe (``SecretFileError``, naming the file).
+    """
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]  # overrides are validated here
+        settings = Settings(**overrides)  # type: ignore[arg-type]  # overrides are validated here
     except ValidationError as exc:
         first = exc.errors()[0]
         name = env_name(first["loc"])
@@ -204,3 +245,4 @@ def load_settings(**overrides: object) -> Settings:
         got = "" if isinstance(shown, dict) or secret else f" (got {shown!r})"
         msg = f"invalid setting {name}: {first['msg']}{got}"
         raise ConfigError(msg) from None
+    return with_stored_secrets(settings)

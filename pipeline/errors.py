@@ -7,6 +7,7 @@ any of them into one line on stderr and a non-zero exit code.
 - PipelineError
     - ConfigError: a setting is invalid; the message names the setting.
         - TrajectoryFileError: a trajectory file cannot be read; file, line and reason.
+        - SecretFileError: a generated secret's file is unsafe (readable by others) or unreadable.
     - PrerequisiteError: a program the stack needs is missing (Java, Maven).
     - StackError: an embedded service could not start, or stop.
         - PortInUseError: a port the stack needs is taken by another process.
@@ -29,6 +30,10 @@ class ConfigError(PipelineError):
 
 class TrajectoryFileError(ConfigError):
     """A trajectory file cannot be used: the message names the file, line and reason."""
+
+
+class SecretFileError(ConfigError):
+    """A secret file is unsafe or unreadable: fix its mode (``chmod 600``) and rotate it."""
 
 
 class PrerequisiteError(PipelineError):

@@ -2,8 +2,9 @@
 
 `up` starts every service that is not already running, waits for all of them
 to answer, creates the topics, and on any failure stops exactly what it
-started, so nothing is left half-started. `down` stops only processes recorded
-in this state folder's pid files.
+started, so nothing is left half-started. Before the warehouse's first start
+it generates the writer password (see :func:`ensure_warehouse_password`).
+`down` stops only processes recorded in this state folder's pid files.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 from pipeline.config import Settings, is_loopback, settings_env
 from pipeline.errors import ConfigError, StackError
+from pipeline.secret_store import ensure_secret
 from pipeline.stack import kafka
 from pipeline.stack.mlflow_store import ensure_database
 from pipeline.stack.process import PidRecord, ProcessTable, require_free_port, tail
@@ -129,6 +131,25 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def ensure_warehouse_password(settings: Settings) -> tuple[Settings, bool]:
+    """``settings`` with the warehouse's writer password; whether it was generated now.
+
+    A password set in the environment (or read from the state folder by
+    ``load_settings``) is kept. Otherwise the state folder's file supplies it,
+    created first (mode 0600) if there is none. An explicitly empty password
+    stays empty, and the warehouse then refuses to start.
+
+    Raises:
+        SecretFileError: the existing file is readable by others, or unreadable.
+    """
+    ch = settings.clickhouse
+    if ch.password.get_secret_value() or "password" in ch.model_fields_set:
+        return settings, False
+    value, created = ensure_secret(settings.warehouse_password_path)
+    clickhouse = ch.model_copy(update={"password": value})
+    return settings.model_copy(update={"clickhouse": clickhouse}), created
+
+
 def up(
     settings: Settings,
     on_event: Callable[[str], None] = lambda _: None,
@@ -138,6 +159,12 @@ def up(
     table = _table(settings)
     started: list[tuple[Service, PidRecord]] = []
     report: dict[str, str] = {}
+    if only is None or "clickhouse" in only:
+        settings, generated = ensure_warehouse_password(settings)
+        if generated:
+            where = f"{settings.warehouse_password_path} (mode 0600, used by every writer)"
+            report["warehouse writer password"] = f"generated in {where}"
+            on_event(f"generated the warehouse writer password in {where}")
     chosen = [svc for svc in services(settings) if only is None or svc.name in only]
     try:
         for svc in chosen:

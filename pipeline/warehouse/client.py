@@ -2,7 +2,9 @@
 
 Locally the URL points at the embedded warehouse, in production at a
 ClickHouse server; nothing else differs. Errors name the URL and the setting
-to fix, never the password.
+to fix, never the password. A password left unset comes from the state
+folder's generated file, even when the settings were built before
+``pipeline up`` generated it.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.config import Settings, is_loopback
+from pipeline.config import Settings, is_loopback, with_stored_secrets
 from pipeline.errors import WarehouseError
 from pipeline.warehouse.errors import WarehouseUnreachableError
 
@@ -31,20 +33,23 @@ def connect(settings: Settings, **options: Any) -> Any:
 
     Datetimes come back timezone-aware (``tz_mode="aware"``). Compression is
     off on loopback, where it only costs CPU, and on elsewhere. ``options``
-    pass through to ``clickhouse_connect.get_client`` and override both.
+    pass through to ``clickhouse_connect.get_client`` and override these and
+    the database (``database="default"`` before the migrations create it).
 
     Raises:
         WarehouseUnreachableError: nothing answers at the URL.
         WarehouseError: the server refused the credentials or lacks the database.
+        SecretFileError: the generated password's file is readable by others.
     """
     import clickhouse_connect
     from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
-    ch = settings.clickhouse
+    ch = with_stored_secrets(settings).clickhouse
     host, port = ch.host_port
     url = display_url(ch.url)
     options.setdefault("compress", not is_loopback(host))
     options.setdefault("tz_mode", "aware")
+    options.setdefault("database", ch.database)
     try:
         return clickhouse_connect.get_client(
             host=host,
@@ -52,7 +57,6 @@ def connect(settings: Settings, **options: Any) -> Any:
             secure=urlsplit(ch.url).scheme == "https",
             username=ch.username,
             password=ch.password.get_secret_value(),
-            database=ch.database,
             **options,
         )
     except OperationalError:
@@ -67,7 +71,7 @@ def connect(settings: Settings, **options: Any) -> Any:
             )
         elif code == _UNKNOWN_DATABASE:
             msg = (
-                f"ClickHouse at {url} has no database {ch.database!r}: run the migrations "
+                f"ClickHouse at {url} has no database {options['database']!r}: run the migrations "
                 f"(`pipeline up` does) or fix PIPELINE_CLICKHOUSE__DATABASE"
             )
         else:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.config import Settings, settings_env
+from pipeline.config import Settings, settings_env, with_stored_secrets
 from pipeline.node import Node, NodeSettings
 from pipeline.node.kafka import KafkaSettings
 from tests.integration.support import stack_settings, with_prefix
@@ -31,6 +31,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = stack_settings(tmp_path_factory.mktemp("stack"))
     try:
         manager.up(settings)
+        # `up` generated the warehouse's writer password under the state folder.
+        settings = with_stored_secrets(settings)
         yield settings
     finally:
         manager.down(settings)

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from pipeline.config import Settings, load_settings, settings_env
+from pipeline.config import Settings, load_settings, settings_env, with_stored_secrets
 from pipeline.node.kafka import KafkaSettings
 from pipeline.stack import manager
 from pipeline.stack.process import ProcessTable
@@ -285,7 +285,7 @@ def private_stack(state_dir: Path, services: set[str]) -> Iterator[PrivateStack]
     settings = stack_settings(state_dir)
     try:
         manager.up(settings, only=services)
-        yield PrivateStack(settings)
+        yield PrivateStack(with_stored_secrets(settings))
     finally:
         manager.down(settings)
 

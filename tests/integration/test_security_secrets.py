@@ -12,6 +12,7 @@ import json
 import subprocess
 
 import pytest
+from pydantic import SecretStr
 
 from pipeline.config import Settings
 from tests.integration.support import free_port, run_cli
@@ -77,3 +78,30 @@ def test_service_logs_hold_no_secret(stack: Settings) -> None:
             assert secret not in text, log
         if password:
             assert password not in text, log
+
+
+def test_the_generated_warehouse_password_is_never_printed(stack: Settings) -> None:
+    password = stack.clickhouse.password.get_secret_value()
+    assert password  # `pipeline up` generated it
+    # As an operator runs them: no password in the environment, the stored one is read.
+    unset = stack.model_copy(
+        update={"clickhouse": stack.clickhouse.model_copy(update={"password": SecretStr("")})}
+    )
+    runs = {
+        "up, already running": run_cli(unset, "up"),
+        "status": run_cli(unset, "status"),
+        "status --json": run_cli(unset, "status", "--json"),
+        "migrate": run_cli(unset, "migrate"),
+        "sql": run_cli(unset, "sql", "SELECT count() FROM inference_events"),
+        "sql, refused": run_cli(unset, "sql", "DROP TABLE inference_events"),
+        "sql, bad query": run_cli(unset, "sql", "SELEKT"),
+        "bad setting": run_cli(unset, "status", env={"PIPELINE_CLICKHOUSE__URL": "ftp://x"}),
+    }
+    for name, done in runs.items():
+        output = done.stdout + done.stderr
+        assert password not in output, f"{name} printed the warehouse password:\n{output}"
+        assert "Traceback" not in output, f"{name}:\n{output}"
+    assert runs["migrate"].returncode == 0, runs["migrate"].stderr
+    assert runs["sql"].returncode == 0, runs["sql"].stderr
+    assert runs["sql, refused"].returncode == 1
+    assert "readonly" in runs["sql, refused"].stderr.lower(), runs["sql, refused"].stderr

@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.config import Settings, settings_env
 from pipeline.errors import PortInUseError
+from pipeline.secret_store import read_secret
 from pipeline.stack import manager
 from pipeline.stack.topics import ensure_topics, load_spec, spec_path
 from tests.integration.support import stack_settings
@@ -87,6 +88,16 @@ def test_cli_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
         assert {r["name"] for r in rows if r["up"]} == {"kafka", "clickhouse", "mlflow"}
         pids = [r["pid"] for r in rows]
         assert all(pids)
+        # The warehouse's writer password was generated, and only its file is named.
+        stored = read_secret(settings.warehouse_password_path)
+        assert stored is not None
+        assert str(settings.warehouse_password_path) in started.stdout
+        again = run("up")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert read_secret(settings.warehouse_password_path) == stored  # kept, not rotated
+        plain = run("status")
+        for done in (started, again, status, plain):
+            assert stored.get_secret_value() not in done.stdout + done.stderr
     finally:
         stopped = run("down")
     assert stopped.returncode == 0, stopped.stderr

@@ -296,7 +296,15 @@ def test_parallel_clients_write_and_read(warehouse: Warehouse) -> None:
     writer.close()
 
 
-@pytest.mark.parametrize("auth", [{}, {"username": "analyst", "password": "anything"}])
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {},
+        {"username": "default", "password": ""},
+        {"username": "default", "password": PASSWORD},
+        {"username": "analyst", "password": "anything"},
+    ],
+)
 def test_anyone_but_the_configured_user_only_reads(
     warehouse: Warehouse, writer: Any, auth: dict[str, str]
 ) -> None:
@@ -324,7 +332,10 @@ def test_anyone_but_the_configured_user_only_reads(
 def test_a_writers_get_is_read_only_like_clickhouse(warehouse: Warehouse) -> None:
     request = urllib.request.Request(  # noqa: S310  # loopback test URL
         f"{warehouse.settings.clickhouse.url}/?database=earlystop&query=DROP+TABLE+inference_events",
-        headers={"X-ClickHouse-User": "default", "X-ClickHouse-Key": PASSWORD},
+        headers={
+            "X-ClickHouse-User": warehouse.settings.clickhouse.username,
+            "X-ClickHouse-Key": PASSWORD,
+        },
     )
     try:
         urllib.request.urlopen(request, timeout=5)  # noqa: S310  # loopback test URL
@@ -335,7 +346,7 @@ def test_a_writers_get_is_read_only_like_clickhouse(warehouse: Warehouse) -> Non
 
 def test_a_wrong_password_fails_authentication(warehouse: Warehouse) -> None:
     with pytest.raises(DatabaseError) as err:
-        reader_client(warehouse, username="default", password="wrong")  # noqa: S106  # on purpose
+        reader_client(warehouse, username="earlystop", password="wrong")  # noqa: S106  # on purpose
     assert err.value.code == AUTH_FAILED
     wrong = warehouse.settings.model_copy(
         update={

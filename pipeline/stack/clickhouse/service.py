@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 
 from pipeline.config import Settings, load_settings
-from pipeline.errors import PipelineError, PortInUseError, StackError
+from pipeline.errors import ConfigError, PipelineError, PortInUseError, StackError
 from pipeline.stack.clickhouse.engine import Engine
 from pipeline.stack.clickhouse.ownership import PathLock
 from pipeline.stack.clickhouse.server import WarehouseHTTPServer
@@ -60,8 +60,23 @@ def _bind(settings: Settings, engine: Engine) -> WarehouseHTTPServer:
         raise PortInUseError(msg) from None
 
 
+def _require_writer_password(settings: Settings) -> None:
+    if not settings.clickhouse.password.get_secret_value():
+        msg = (
+            "invalid setting PIPELINE_CLICKHOUSE__PASSWORD: the embedded warehouse needs a "
+            "writer password (`pipeline up` generates one under the state folder's secrets/ "
+            "when the variable is unset; an empty value would let any local process write)"
+        )
+        raise ConfigError(msg)
+
+
 def serve(settings: Settings, stop: threading.Event) -> None:
-    """Run the warehouse until ``stop`` is set."""
+    """Run the warehouse until ``stop`` is set.
+
+    Raises:
+        ConfigError: the writer password is empty.
+    """
+    _require_writer_password(settings)
     with PathLock(settings.chdb_path):
         engine = Engine(settings.chdb_path)
         server = _bind(settings, engine)
@@ -69,12 +84,6 @@ def serve(settings: Settings, stop: threading.Event) -> None:
             engine.open()
             applied = _migrate(settings)
             log.info("migrations applied: %s", ", ".join(applied) or "none pending")
-            if not settings.clickhouse.password.get_secret_value():
-                log.warning(
-                    "PIPELINE_CLICKHOUSE__PASSWORD is empty: any local process that sends user "
-                    "%r may write",
-                    settings.clickhouse.username,
-                )
             server.activate()
             thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
             thread.start()
