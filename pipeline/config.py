@@ -16,7 +16,15 @@ import ipaddress
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -92,6 +100,33 @@ class ClickHouseSettings(BaseModel):
         return parts.hostname or "", parts.port or default
 
 
+class TopicSettings(BaseModel):
+    """How the pipeline's topics are replicated when they are created.
+
+    The embedded stack has one broker, hence 1/1. A production cluster should
+    use 3/2: with producers on ``acks=all`` (every producer here), a write is
+    acknowledged only once at least ``min_insync_replicas`` brokers hold it, so
+    losing any one broker loses no acknowledged record and writes continue.
+    """
+
+    model_config = _Frozen
+
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    min_insync_replicas: int = Field(default=1, ge=1, le=16)
+
+    @field_validator("min_insync_replicas")
+    @classmethod
+    def _within_replicas(cls, value: int, info: ValidationInfo) -> int:
+        replicas = info.data.get("replication_factor")
+        if replicas is not None and value > replicas:
+            msg = (
+                f"must not exceed PIPELINE_TOPICS__REPLICATION_FACTOR ({replicas}): "
+                f"no write with acks=all could ever succeed"
+            )
+            raise ValueError(msg)
+        return value
+
+
 class MlflowSettings(BaseModel):
     """How every component reaches the MLflow tracking server and registry."""
 
@@ -146,6 +181,7 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".state")
     infra_dir: Path = Field(default_factory=_default_infra_dir)
     kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     mlflow: MlflowSettings = MlflowSettings()
     embedded: EmbeddedSettings = EmbeddedSettings()

@@ -7,16 +7,18 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline.config import Settings, settings_env
-from pipeline.errors import PortInUseError
+from pipeline.errors import PortInUseError, StackError
 from pipeline.secret_store import read_secret
 from pipeline.stack import manager
 from pipeline.stack.topics import ensure_topics, load_spec, spec_path
-from tests.integration.support import stack_settings
+from tests.integration.support import eventually, stack_settings, with_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -53,6 +55,38 @@ def test_topics_are_created_idempotently_with_their_config(isolated: Settings) -
     assert config["cleanup.policy"].value == "compact"
     events = isolated.topic("inference-events")
     assert len(admin.list_topics(events, timeout=10).topics[events].partitions) == 6
+
+
+def test_new_topics_carry_min_insync_replicas_from_the_settings(isolated: Settings) -> None:
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient(isolated.kafka.client_config())
+    resource = ConfigResource(ConfigResource.Type.TOPIC, isolated.topic("outcomes"))
+
+    def describe() -> dict[str, Any] | None:
+        try:  # a new topic reaches every broker's metadata a moment after it is created
+            described: dict[str, Any] = admin.describe_configs([resource])[resource].result()
+        except KafkaException:
+            return None
+        return described
+
+    config = eventually(describe, timeout_s=20, what="the new topic's config")
+    assert config["min.insync.replicas"].value == str(isolated.topics.min_insync_replicas)
+    assert config["retention.ms"].value == "259200000"
+
+
+def test_a_replication_factor_above_the_broker_count_is_refused(stack: Settings) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    topics = stack.topics.model_copy(update={"replication_factor": 2})
+    settings = with_prefix(stack, f"rf{uuid.uuid4().hex[:10]}.").model_copy(
+        update={"topics": topics}
+    )
+    with pytest.raises(StackError, match=r"1 live broker\(s\).*REPLICATION_FACTOR=2"):
+        ensure_topics(settings)
+    names = AdminClient(settings.kafka.client_config()).list_topics(timeout=10).topics
+    assert not [name for name in names if name.startswith(settings.kafka.topic_prefix)]
 
 
 def test_port_taken_gives_clear_error_and_leaves_nothing_running(tmp_path: Path) -> None:
