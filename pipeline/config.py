@@ -72,7 +72,8 @@ class ClickHouseSettings(BaseModel):
 
     ``username`` and ``password`` are the writer's account. On the embedded
     stack any other caller (no credentials, user ``default``) only reads; an
-    unset password is read from the file ``pipeline up`` generated.
+    unset password is read from the file ``pipeline up`` generated. ``cluster``
+    chooses cluster mode.
     """
 
     model_config = _Frozen
@@ -81,6 +82,10 @@ class ClickHouseSettings(BaseModel):
     database: str = Field(default="earlystop", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     username: str = "earlystop"
     password: SecretStr = SecretStr("")
+    cluster: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+    """A cluster of the server's ``remote_servers``: the migrations then create replicated
+    local tables and ``Distributed`` tables on it (see :mod:`pipeline.warehouse.cluster`).
+    None is one server, the embedded warehouse's only mode."""
 
     @field_validator("url")
     @classmethod

@@ -12,7 +12,7 @@ from pipeline.config import load_settings
 
 @app.command()
 def migrate() -> None:
-    """Apply the ClickHouse migrations to the configured server (idempotent)."""
+    """Apply the ClickHouse migrations to the configured server or cluster (idempotent)."""
     from pipeline.stack.clickhouse.service import migrations_dir
     from pipeline.warehouse.client import connect
     from pipeline.warehouse.migrations import apply_migrations
@@ -21,10 +21,18 @@ def migrate() -> None:
     # The database may not exist yet: connect to `default`, the migrations create it.
     client = connect(settings, database="default")
     try:
-        applied = apply_migrations(client, settings.clickhouse.database, migrations_dir(settings))
+        applied = apply_migrations(
+            client,
+            settings.clickhouse.database,
+            migrations_dir(settings),
+            cluster=settings.clickhouse.cluster,
+        )
     finally:
         client.close()
-    console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none pending'}")
+    where = f" on cluster {settings.clickhouse.cluster}" if settings.clickhouse.cluster else ""
+    console.print(
+        f"applied {len(applied)} migration(s){where}: {', '.join(applied) or 'none pending'}"
+    )
 
 
 @app.command()

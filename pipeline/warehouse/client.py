@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.config import Settings, is_loopback, with_stored_secrets
+from pipeline.config import ClickHouseSettings, Settings, is_loopback, with_stored_secrets
 from pipeline.errors import WarehouseError
 from pipeline.warehouse.errors import WarehouseUnreachableError
 
@@ -28,6 +28,19 @@ def display_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+def session_settings(ch: ClickHouseSettings) -> dict[str, Any]:
+    """ClickHouse settings every request of a client carries.
+
+    In cluster mode, inserts into a ``Distributed`` table are synchronous: the
+    insert returns only once one replica of every shard stored its part, under
+    the insert's ``insert_deduplication_token``. The default (queued on the
+    receiving node's disk, sent later, possibly merged with other inserts)
+    would acknowledge a batch the sink then commits in Kafka even if that node
+    dies before sending it, and a retry would not meet its token.
+    """
+    return {} if ch.cluster is None else {"insert_distributed_sync": 1}
+
+
 def connect(settings: Settings, **options: Any) -> Any:
     """A clickhouse-connect HTTP client for ``settings.clickhouse``, its database selected.
 
@@ -35,6 +48,7 @@ def connect(settings: Settings, **options: Any) -> Any:
     off on loopback, where it only costs CPU, and on elsewhere. ``options``
     pass through to ``clickhouse_connect.get_client`` and override these and
     the database (``database="default"`` before the migrations create it).
+    :func:`session_settings` go with every request.
 
     Raises:
         WarehouseUnreachableError: nothing answers at the URL.
@@ -50,6 +64,8 @@ def connect(settings: Settings, **options: Any) -> Any:
     options.setdefault("compress", not is_loopback(host))
     options.setdefault("tz_mode", "aware")
     options.setdefault("database", ch.database)
+    if session := session_settings(ch):
+        options["settings"] = {**session, **options.get("settings", {})}
     try:
         return clickhouse_connect.get_client(
             host=host,

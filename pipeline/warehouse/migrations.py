@@ -11,6 +11,11 @@ ClickHouse DDL is not transactional: a file that fails half way is not
 recorded and runs again from its first statement, so write statements that
 can run twice (``IF NOT EXISTS``). The runner needs only a clickhouse-connect
 client, so it works on the embedded warehouse and on a real server alike.
+
+With a cluster name the same files run in their cluster form
+(:mod:`pipeline.warehouse.cluster`: ``ON CLUSTER``, replicated local tables,
+``Distributed`` tables under the names clients use); without one they run
+exactly as written. The checksum is always the file's.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.warehouse.cluster import check_cluster, for_cluster, ledger_ddl, tables
 from pipeline.warehouse.errors import MigrationError
 
 log = logging.getLogger(__name__)
@@ -157,18 +163,50 @@ def pending(migrations: list[Migration], applied: dict[int, tuple[str, str]]) ->
     return [m for m in migrations if m.version not in applied]
 
 
-def apply_migrations(client: Any, database: str, directory: Path) -> list[str]:
+def statements_to_run(
+    migrations: list[Migration], cluster: str | None = None
+) -> dict[int, list[str]]:
+    """Each migration's statements as they run, ``{db}`` kept, by version.
+
+    Without a cluster, the files' statements unchanged; with one, their cluster
+    form, rendered for every migration before any runs (so a statement with no
+    cluster form fails before the first DDL).
+
+    Raises:
+        MigrationError: a statement has no cluster form, or the cluster name is invalid.
+    """
+    if cluster is None:
+        return {m.version: list(m.statements) for m in migrations}
+    known = tables(s for m in migrations for s in m.statements)
+    return {
+        m.version: [out for s in m.statements for out in for_cluster(s, cluster, known)]
+        for m in migrations
+    }
+
+
+def apply_migrations(
+    client: Any, database: str, directory: Path, cluster: str | None = None
+) -> list[str]:
     """Apply the pending migrations in order; return the names applied.
+
+    ``cluster`` names the ClickHouse cluster to create everything on; None is
+    one server.
 
     Raises:
         MigrationError: for an invalid or edited file, or a statement the server refused.
     """
     migrations = discover(directory)
-    for ddl in (f"CREATE DATABASE IF NOT EXISTS {database}", _LEDGER_DDL):
+    rendered = statements_to_run(migrations, cluster)
+    if cluster is None:
+        setup = (f"CREATE DATABASE IF NOT EXISTS {database}", _LEDGER_DDL)
+    else:
+        on = f" ON CLUSTER '{check_cluster(cluster)}'"
+        setup = (f"CREATE DATABASE IF NOT EXISTS {database}{on}", ledger_ddl(cluster))
+    for ddl in setup:
         client.command(render(ddl, database))
     todo = pending(migrations, _applied(client, database))
     for migration in todo:
-        for index, statement in enumerate(migration.statements, start=1):
+        for index, statement in enumerate(rendered[migration.version], start=1):
             try:
                 client.command(render(statement, database))
             except Exception as exc:

@@ -70,13 +70,24 @@ def _require_writer_password(settings: Settings) -> None:
         raise ConfigError(msg)
 
 
+def _require_single_node(settings: Settings) -> None:
+    if settings.clickhouse.cluster is not None:
+        msg = (
+            f"invalid setting PIPELINE_CLICKHOUSE__CLUSTER: the embedded warehouse is one "
+            f"server and has no cluster {settings.clickhouse.cluster!r} (unset it, or point "
+            f"PIPELINE_CLICKHOUSE__URL at the cluster and run `pipeline migrate`)"
+        )
+        raise ConfigError(msg)
+
+
 def serve(settings: Settings, stop: threading.Event) -> None:
     """Run the warehouse until ``stop`` is set.
 
     Raises:
-        ConfigError: the writer password is empty.
+        ConfigError: the writer password is empty, or a cluster is configured.
     """
     _require_writer_password(settings)
+    _require_single_node(settings)
     with PathLock(settings.chdb_path):
         engine = Engine(settings.chdb_path)
         server = _bind(settings, engine)
