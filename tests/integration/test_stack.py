@@ -47,14 +47,19 @@ def test_topics_are_created_idempotently_with_their_config(isolated: Settings) -
     spec = load_spec(spec_path(isolated))
     assert again == {isolated.topic(name): "exists" for name in spec.topics}
     admin = AdminClient(isolated.kafka.client_config())
+
+    def partitions(topic: str) -> int | None:
+        # A new topic reaches the broker's metadata a moment after it is created.
+        found = admin.list_topics(topic, timeout=10).topics[topic]
+        return None if found.error is not None else len(found.partitions)
+
     control = isolated.topic("policy-control")
-    metadata = admin.list_topics(control, timeout=10)
-    assert len(metadata.topics[control].partitions) == 1
+    assert eventually(lambda: partitions(control), timeout_s=20, what="policy-control") == 1
     resource = ConfigResource(ConfigResource.Type.TOPIC, control)
     config = admin.describe_configs([resource])[resource].result()
     assert config["cleanup.policy"].value == "compact"
     events = isolated.topic("inference-events")
-    assert len(admin.list_topics(events, timeout=10).topics[events].partitions) == 6
+    assert eventually(lambda: partitions(events), timeout_s=20, what="inference-events") == 6
 
 
 def test_new_topics_carry_min_insync_replicas_from_the_settings(isolated: Settings) -> None:
