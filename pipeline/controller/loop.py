@@ -62,34 +62,53 @@ class ControlLoop:
 
     def cycle(self) -> None:
         """One optimize cycle; a failure is reported, not raised."""
-        result = self._step(
-            "optimize", lambda: run_cycle(self._settings, self._spec, audit=self._audit)
+
+        def count(result: object | None) -> None:
+            if self._metrics is not None:
+                done = result if isinstance(result, CycleResult) else None
+                if done is not None:
+                    self._metrics.cycle(done.status, done.route)
+                else:
+                    self._metrics.cycle(None)
+
+        self._step(
+            "optimize", lambda: run_cycle(self._settings, self._spec, audit=self._audit), count
         )
-        if self._metrics is not None:
-            if isinstance(result, CycleResult):
-                self._metrics.cycle(result.status, result.route)
-            else:
-                self._metrics.cycle(None)
 
     def check(self) -> None:
         """One canary check; a failure is reported, not raised."""
-        result = self._step(
-            "canary", lambda: check_canary(self._settings, self._spec, audit=self._audit)
-        )
-        if self._metrics is not None:
-            self._metrics.check(result.action if isinstance(result, MonitorResult) else None)
 
-    def _step(self, name: str, step: Callable[[], object]) -> object | None:
-        """Run one step; its result, or None when it failed (reported, not raised)."""
+        def count(result: object | None) -> None:
+            if self._metrics is not None:
+                self._metrics.check(result.action if isinstance(result, MonitorResult) else None)
+
+        self._step(
+            "canary", lambda: check_canary(self._settings, self._spec, audit=self._audit), count
+        )
+
+    def _step(
+        self,
+        name: str,
+        step: Callable[[], object],
+        count: Callable[[object | None], None] = lambda _: None,
+    ) -> object | None:
+        """Run one step; its result, or None when it failed (reported, not raised).
+
+        ``count`` records the outcome in the metrics before it is reported, so a
+        reported line always has its metric behind it.
+        """
         try:
             result = step()
         except PipelineError as exc:
+            count(None)
             self._fail(name, f"{exc}; retrying next period")
             return None
         except Exception as exc:  # noqa: BLE001  # a bug in one step must not end the loop
             log.exception("%s step failed", name)
+            count(None)
             self._fail(name, f"{type(exc).__name__}: {exc}; retrying next period")
             return None
+        count(result)
         self._last_error.pop(name, None)
         detail = getattr(result, "detail", str(result))
         if name == "optimize" or getattr(result, "action", "") != "idle":
