@@ -56,7 +56,9 @@ from schemas.trajectory import TrajectoryRecord, segment_from_key
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(__file__).resolve().parents[1] / "data/real/real_trajectories_sample.jsonl"
-METHODS = ("anytime", "ltt", "signed")
+METHODS = ("anytime", "ltt", "signed", "signed+m")
+CANDIDATES = (8, 16, 32)
+"""``signed+m``: one-look signed, each segment choosing ``min_tokens`` among these."""
 
 
 def method_spec(base: PolicySpec, method: str) -> PolicySpec:
@@ -65,7 +67,7 @@ def method_spec(base: PolicySpec, method: str) -> PolicySpec:
     data = base.model_dump(mode="json")
     if method == "ltt":
         data["risk"] = {**data["risk"], "method": "ltt", "loss": "one_sided"}
-    elif method == "signed":
+    elif method in ("signed", "signed+m"):
         data["risk"] = {**data["risk"], "method": "ltt", "loss": "signed"}
     else:
         data["risk"] = {**data["risk"], "method": "anytime", "loss": "signed"}
@@ -133,7 +135,8 @@ def _measure(
     for _ in range(splits):
         calib, test = halves(records, rng)
         samples = samples_from_records(calib)
-        body = calibrate(spec, samples).body
+        candidates = CANDIDATES if method == "signed+m" else ()
+        body = calibrate(spec, samples, min_tokens=candidates).body
         rules = [body.policy_for(segment_from_key(key)) for key in samples.batches]
         certified.append(any(p.thresholds["normal"] < 1.0 for p in rules))
         calib_saving.append(served(body, samples, "normal").saving)
@@ -151,13 +154,18 @@ def _measure(
         "test_em_drop": statistics.fmean(test_drop),
         "test_em_drop_max": max(test_drop),
         "over_epsilon": sum(d > epsilon for d in test_drop),
-        "loss_free_samples": loss_free_samples(spec),
+        "loss_free_samples": loss_free_samples(
+            spec, len(CANDIDATES) if method == "signed+m" else 1
+        ),
     }
 
 
-def loss_free_samples(spec: PolicySpec) -> int:
-    """Fewest samples, all without a loss, with which the spec's method certifies anything."""
+def loss_free_samples(spec: PolicySpec, chains: int = 1) -> int:
+    """Fewest samples, all without a loss, with which the spec's method certifies anything
+    (``chains``: tests of min_tokens candidates sharing delta)."""
     epsilon, delta = spec.load_modes.normal.epsilon, spec.risk.delta
+    if spec.risk.method == "ltt" and spec.risk.loss == "signed" and chains > 1:
+        delta /= chains
     if spec.risk.method == "ltt" and spec.risk.loss == "signed":
         n = 1
         while signed_p_value(np.array([0]), np.array([0]), n, epsilon)[0] > delta:

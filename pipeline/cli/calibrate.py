@@ -36,7 +36,12 @@ FILE = typer.Argument(..., help="Trajectory file: one JSON record per line.")
 SPEC = typer.Option(None, "--spec", help="Policy spec YAML (default: controller settings).")
 EPSILON = typer.Option(None, "--epsilon", help="Tolerated EM drop in every load mode.")
 DELTA = typer.Option(None, "--delta", help="Risk level of each certificate.")
-MIN_TOKENS = typer.Option(None, "--min-tokens", help="No early stop before this many tokens.")
+MIN_TOKENS = typer.Option(
+    None,
+    "--min-tokens",
+    help="No early stop before this many tokens; several, comma-separated (8,16,32), "
+    "let each segment choose one (delta is shared by the candidates).",
+)
 MIN_SAMPLES = typer.Option(
     None, "--min-samples", help="Fewer samples pool a segment into its parent (spec: 400)."
 )
@@ -114,13 +119,31 @@ def read_records(path: Path) -> list[TrajectoryRecord]:
     return records
 
 
+def parse_min_tokens(text: str | None) -> list[int]:
+    """``--min-tokens``: one count or comma-separated candidates ([] when not given).
+
+    Raises:
+        ConfigError: naming the option, on anything but non-negative integers.
+    """
+    if text is None:
+        return []
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        values = [-1]
+    if not values or min(values) < 0:
+        msg = f"--min-tokens must be a count or comma-separated counts (8,16,32), got {text!r}"
+        raise ConfigError(msg)
+    return sorted(set(values))
+
+
 @app.command("calibrate")
 def calibrate_command(
     file: Path = FILE,
     spec: Path | None = SPEC,
     epsilon: float | None = EPSILON,
     delta: float | None = DELTA,
-    min_tokens: int | None = MIN_TOKENS,
+    min_tokens: str | None = MIN_TOKENS,
     min_samples: int | None = MIN_SAMPLES,
     method: MethodOpt = METHOD,
     out: Path | None = OUT,
@@ -134,16 +157,19 @@ def calibrate_command(
 
     settings = load_settings()
     base = load_spec(spec or controller_settings(settings).spec_path)
+    candidates = parse_min_tokens(min_tokens)
     records = read_records(file)
     chosen = calibration_spec(
         base,
         epsilon=epsilon,
         delta=delta,
-        min_tokens=min_tokens,
+        min_tokens=candidates[0] if len(candidates) == 1 else None,
         min_samples=min_samples,
         method=method.value,
     )
-    result = calibrate(chosen, samples_from_records(records))
+    result = calibrate(
+        chosen, samples_from_records(records), min_tokens=candidates if len(candidates) > 1 else ()
+    )
     say = err_console if as_json else console
     if out is not None:
         try:

@@ -11,6 +11,13 @@ controller's selection (:func:`~pipeline.optimizer.select.optimize`), in one loo
   trial answer against the gold answers; the full generation's is ``final_answer``.
 - No step limit (:func:`calibration_spec`): no policy is in force yet. Offline
   data has no load modes: each mode gets the rule certified at its epsilon.
+- ``min_tokens`` candidates (:func:`calibrate` ``min_tokens=``): one chain of
+  tests per candidate at ``delta / candidates`` (Bonferroni), all on the same
+  rows; each key takes the candidate whose normal-mode rule saves most net of
+  probes, and every mode of the key takes that candidate's rules (a segment
+  has one ``min_tokens``). By the union bound every chain's certificates hold
+  at once with probability at least ``1 - delta``, so any choice among them
+  keeps the promise.
 - Probe cost: each record's ``probe_tokens`` goes with its row, and the curve
   code charges it as the node spends it (:func:`~pipeline.optimizer.curve.evaluate`:
   a probe at every checkpoint from ``min_tokens`` on until the stop, none when
@@ -20,7 +27,7 @@ controller's selection (:func:`~pipeline.optimizer.select.optimize`), in one loo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from itertools import takewhile
 from typing import Any
@@ -232,24 +239,71 @@ class Calibration:
         }
 
 
-def calibrate(spec: PolicySpec, samples: OfflineSamples) -> Calibration:
+def calibrate(
+    spec: PolicySpec, samples: OfflineSamples, *, min_tokens: Sequence[int] = ()
+) -> Calibration:
     """Certify a first policy from offline samples under ``spec`` (see the module doc).
 
     Use :func:`calibration_spec` first to apply options; the step limit
-    applies as the spec says (``calibration_spec`` lifts it).
+    applies as the spec says (``calibration_spec`` lifts it). With
+    ``min_tokens`` candidates each key chooses among them (module doc); the
+    spec's own ``min_tokens`` is used otherwise.
 
     Raises:
-        OptimizerError: if there are no samples.
+        OptimizerError: if there are no samples, or a candidate exceeds a key's budget.
     """
     if not len(samples):
         msg = "no trajectories to calibrate on"
         raise OptimizerError(msg)
-    proposal = optimize(spec, dict(samples.batches))
-    keys = dict.fromkeys(d.key for d in proposal.decisions)
-    net = {key: samples.curve(spec, key) for key in keys}
-    gross = {key: samples.curve(spec, key, probes=False) for key in keys}
-    results = tuple(_result(spec, d, net[d.key], gross[d.key]) for d in proposal.decisions)
-    return Calibration(spec, results, proposal.body, proposal)
+    candidates = sorted(set(min_tokens))
+    if len(candidates) <= 1:
+        chosen = spec if not candidates else _with_min_tokens(spec, candidates[0], 1)
+        proposal = optimize(chosen, dict(samples.batches))
+        return _calibration(chosen, samples, proposal, {})
+    chains = {m: _with_min_tokens(spec, m, len(candidates)) for m in candidates}
+    proposals = {m: optimize(chains[m], dict(samples.batches)) for m in candidates}
+    first = proposals[candidates[0]]
+    keys = list(dict.fromkeys(d.key for d in first.decisions))
+    pick = {
+        key: max(candidates, key=lambda m: (proposals[m].decision(key, "normal").token_saving, -m))
+        for key in keys
+    }
+    body = first.body.model_copy(
+        update={"segments": {key: proposals[pick[key]].body.segments[key] for key in keys}}
+    )
+    decisions = tuple(d for key in keys for d in proposals[pick[key]].decisions if d.key == key)
+    proposal = first.model_copy(update={"body": body, "decisions": decisions})
+    return _calibration(
+        chains[candidates[0]], samples, proposal, {k: chains[m] for k, m in pick.items()}
+    )
+
+
+def _with_min_tokens(spec: PolicySpec, min_tokens: int, chains: int) -> PolicySpec:
+    """``spec`` with ``min_tokens`` everywhere and delta shared by ``chains`` chains."""
+    data = spec.model_dump(mode="json")
+    for settings in data["segments"]["settings"].values():
+        if min_tokens > settings["token_budget"]:
+            budget = settings["token_budget"]
+            msg = f"min_tokens candidate {min_tokens} exceeds a token budget ({budget})"
+            raise OptimizerError(msg)
+        settings["min_tokens"] = min_tokens
+    data["risk"]["delta"] = spec.risk.delta / chains
+    return parse_spec(data, source=f"{spec.name} with min_tokens {min_tokens}")
+
+
+def _calibration(
+    spec: PolicySpec,
+    samples: OfflineSamples,
+    proposal: Proposal,
+    spec_of: dict[str, PolicySpec],
+) -> Calibration:
+    """Measure each decision on its key's own rows, under the spec its rule came from."""
+    results = []
+    for d in proposal.decisions:
+        own = spec_of.get(d.key, spec)
+        net, gross = samples.curve(own, d.key), samples.curve(own, d.key, probes=False)
+        results.append(_result(own, d, net, gross))
+    return Calibration(spec, tuple(results), proposal.body, proposal)
 
 
 def _result(spec: PolicySpec, d: SegmentDecision, net: Curve, gross: Curve) -> CalibrationResult:

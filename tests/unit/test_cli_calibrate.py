@@ -165,3 +165,19 @@ def test_one_look_is_the_default_and_a_wrong_method_is_a_usage_error(sample: Pat
     assert (json.loads(out)["method"], json.loads(out)["loss"]) == ("ltt", "signed")
     code, out = invoke(str(sample), "--method", "bayes")
     assert code == 2  # a usage error, before any work
+
+
+def test_min_tokens_takes_candidates_and_refuses_anything_else(sample: Path) -> None:
+    code, out = invoke(
+        str(sample), "--spec", str(SPEC), "--epsilon", "0.1", "--min-samples", "30",
+        "--min-tokens", "8,32", "--json",
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads(out)
+    chosen = {modes["normal"]["min_tokens"] for modes in data["segments"].values()}
+    assert chosen <= {8, 32}
+    bad = run_cli(str(sample), "--spec", str(SPEC), "--min-tokens", "8,x")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines() == [
+        "error: --min-tokens must be a count or comma-separated counts (8,16,32), got '8,x'"
+    ]

@@ -241,3 +241,25 @@ def test_calibrating_nothing_is_refused() -> None:
     assert (empty.batches, len(empty)) == ({}, 0)
     with pytest.raises(OptimizerError, match="no trajectories"):
         calibrate(SPEC, empty)
+
+
+def test_min_tokens_candidates_share_delta_and_each_segment_takes_one_for_every_mode() -> None:
+    spec = calibration_spec(SPEC, epsilon=0.05, min_samples=1)
+    # acme: every trial answer right, so stopping at 16 tokens saves most.
+    # beta: the answer at 16 tokens is wrong, so only 32 and up are safe.
+    late = ((16, 0.95, "Lima"), (32, 0.95, "Paris"), (48, 0.95, "Paris"), (64, 0.95, "Paris"))
+    records = easy(600) + [record(f"b-{i}", late, segment="beta/qa/short") for i in range(600)]
+    result = calibrate(spec, samples_from_records(records), min_tokens=(16, 32))
+    acme, beta = result.body.segments["acme/qa/short"], result.body.segments["beta/qa/short"]
+    assert (acme.min_tokens, beta.min_tokens) == (16, 32)
+    for mode in MODES:
+        assert result.result("acme/qa/short", mode).min_tokens == 16
+        assert result.result("acme/qa/short", mode).saving == pytest.approx(0.75)
+        assert result.result("beta/qa/short", mode).min_tokens == 32
+    # Two chains of tests: each runs at half of what one chain gets.
+    one = calibrate(spec, samples_from_records(records), min_tokens=(16,))
+    assert one.body.segments["beta/qa/short"].min_tokens == 16
+    single = {d.delta for d in one.proposal.decisions if d.population}
+    assert {d.delta for d in result.proposal.decisions if d.population} == {x / 2 for x in single}
+    with pytest.raises(OptimizerError, match="exceeds a token budget"):
+        calibrate(spec, samples_from_records(records), min_tokens=(8, 9000))
