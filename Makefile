@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run smoke bench test lint typecheck fmt down status clean
+.PHONY: venv browser run smoke bench test lint typecheck fmt down status clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,6 +15,23 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# The review page's browser check (tests/integration/test_review_page_browser.py)
+# drives Debian's headless chromium through its chromedriver: installed here when
+# absent and run as root, otherwise one line says what to install (the test then fails).
+CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+
+browser:
+	@if [ ! -x $(CHROMIUM) ] || [ ! -x $(CHROMEDRIVER) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and chromium-driver for the review page's browser check"; \
+	    apt-get update -qq && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "the browser check needs $(CHROMIUM) and $(CHROMEDRIVER): apt-get install -y chromium chromium-driver" >&2; \
+	  fi; \
+	fi
 
 run: $(STAMP)
 	$(BIN)/pipeline demo
@@ -26,7 +43,7 @@ smoke: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest
 
 lint: $(STAMP)
