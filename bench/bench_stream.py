@@ -185,6 +185,9 @@ def report(pure: dict[int, float], med: dict[str, float], n: int, repeat: int, c
         detail=f"{1e6 / pure[cache]:.1f} us per input record",
     )
     rep.add("pure join, no state cache", pure[0], "rec/s")
+    per_record = 1e6 / pure[cache]
+    rep.add("pure join cost per input record (issue 19)", per_record, "us", goal="<= 20 us",
+            met=bool(per_record <= 20))  # fmt: skip
 
     def runs(key: str) -> str:
         return f"median of {repeat} runs: {SPREAD[key]}" if key in SPREAD else ""
@@ -220,6 +223,10 @@ def report(pure: dict[int, float], med: dict[str, float], n: int, repeat: int, c
             f"{med['joiner'] / med.get('floor', math.nan):.0%} of the Faust floor; "
             + runs("joiner"),
         )
+        if "floor" in med:
+            share = 100 * med["joiner"] / med["floor"]
+            rep.add("joiner / Faust floor (issue 19)", share, "%", goal=">= 80%",
+                    met=bool(share >= 80))  # fmt: skip
         outcomes = med["outcomes"]
         rep.add(
             "joined outcomes",
@@ -285,6 +292,8 @@ def report(pure: dict[int, float], med: dict[str, float], n: int, repeat: int, c
             met=bool(ratio >= 70),
             detail=f"sink / client.insert: {med['sink'] / med['bare']:.0%}",
         )
+        rep.add("sink / faster bare insert (issue 19)", ratio, "%", goal=">= 60%",
+                met=bool(ratio >= 60))  # fmt: skip
         if DECODE:
             per = DECODE["seconds"] / DECODE["records"]
             rep.add(

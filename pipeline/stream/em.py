@@ -4,6 +4,11 @@ Normalisation follows the official script step for step (lower case, drop
 ASCII punctuation, drop the articles a/an/the, fold whitespace) so EM numbers
 here are comparable with published ones. Non-ASCII punctuation is kept, as
 the script keeps it.
+
+:func:`score` normalises each distinct text of a request once (a trajectory
+repeats its answers, and the final answer is usually among them), and
+normalised texts are memoised: a request is scored again on every later
+input (feedback), and answers recur across requests.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import re
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from schemas.inference import InferenceEvent
 from schemas.labels import EMLabel
@@ -24,6 +30,10 @@ def normalize_answer(text: str) -> str:
     """Lower case, strip punctuation, remove articles, fold whitespace (SQuAD order)."""
     text = text.lower().translate(_PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+# Bounded, so memory stays flat whatever the answers; a miss costs one normalisation.
+_normalized = lru_cache(maxsize=16_384)(normalize_answer)
 
 
 def exact_match(prediction: str, golds: Iterable[str]) -> bool:
@@ -63,11 +73,12 @@ def score(event: InferenceEvent, label: EMLabel) -> Scores:
     checkpoints stay unknown.
     """
     trajectory = event.trajectory
-    answers = [point.answer for point in trajectory] if trajectory else []
+    norm = _normalized
+    answers = [norm(point.answer) for point in trajectory] if trajectory else []
     if label.gold_answers is not None:
-        golds: Sequence[str] = label.gold_answers
-        em = exact_match(event.answer, golds)
-        points = checkpoint_em(answers, golds) if answers else None
+        golds = {norm(gold) for gold in label.gold_answers}
+        em = norm(event.answer) in golds
+        points = tuple(answer in golds for answer in answers) if answers else None
         if not _ran_to_end(event):
             return Scores(em, None, points)
         # The contract defines the full answer of an exploration request as
@@ -75,5 +86,9 @@ def score(event: InferenceEvent, label: EMLabel) -> Scores:
         full = points[-1] if points and event.exploration else em
         return Scores(em, full, points)
     em = bool(label.verdict)
-    points = checkpoint_em(answers, [event.answer]) if answers and em else None
+    if answers and em:
+        final = norm(event.answer)
+        points = tuple(answer == final for answer in answers)
+    else:
+        points = None
     return Scores(em, em if _ran_to_end(event) else None, points)

@@ -67,15 +67,15 @@ def _ts(value: Any) -> datetime:
     return parsed.astimezone(UTC)
 
 
-def _fits(row: list[Any]) -> bool:
-    if tuple(map(type, row)) not in _ROW_TYPES:
-        return False
-    u16 = [row[k] for k in _U16_AT]
-    u32 = [row[k] for k in _U32_AT]
-    u64 = [row[k] for k in _U64_AT]
-    if min(*u16, *u32, *u64) < 0:
-        return False
-    return bool(max(u16) <= _U16 and max(u32) <= _U32 and max(u64) <= _U64)
+def _fits(r: list[Any]) -> bool:
+    # Indices spelled out (see _U16_AT, _U32_AT, _U64_AT): chained comparisons,
+    # no intermediate lists, on every outcome the sink reads.
+    return tuple(map(type, r)) in _ROW_TYPES and (
+        0 <= r[25] <= _U16 and 0 <= r[30] <= _U16
+        and 0 <= r[14] <= _U32 and 0 <= r[15] <= _U32 and 0 <= r[16] <= _U32 and 0 <= r[32] <= _U32
+        and 0 <= r[1] <= _U64 and 0 <= r[10] <= _U64 and 0 <= r[26] <= _U64
+        and 0 <= r[27] <= _U64 and 0 <= r[31] <= _U64
+    )  # fmt: skip
 
 
 def outcome_rows(raw: bytes, topic: str, partition: int, offset: int) -> OutcomeRows | None:

@@ -42,6 +42,29 @@ def test_a_joined_record_yields_an_outcome_and_counts() -> None:
     assert metrics.get("stream_outcomes_total", reason="joined") == 1
 
 
+def test_a_redelivered_input_is_a_duplicate_without_a_second_decode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    metrics, store = Metrics(), DictStore()
+    processor = Processor(store, "w1", metrics)
+    first = [record(event("r")), record(label("r"))]
+    assert len(processor.process_batch(first, NOW).outcomes) == 1
+    before = dict(store.data)
+    decoded: list[InputRecord] = []
+    monkeypatch.setattr("pipeline.stream.processor.decode", decoded.append)
+    again = processor.process_batch([*first, record(event("r"))], NOW)
+    assert again.outcomes == [] and again.dead_letters == [] and decoded == []
+    assert store.data == before
+    for source in ("inference-events", "em-labels"):
+        assert metrics.get("stream_join_steps_total", input=source, result="duplicate") >= 1
+    # The same bytes under another key are not the kept input's: decoded, and refused.
+    moved = record(event("r"))
+    moved = InputRecord(moved.source, moved.topic, 0, 9, b"other", moved.value)
+    monkeypatch.undo()
+    letter = processor.process(moved, NOW).dead_letter
+    assert letter is not None and "producers must key" in letter.error
+
+
 @pytest.mark.parametrize(
     ("value", "key", "kind", "needle"),
     [
