@@ -90,7 +90,11 @@ class Report:
 
 def verdict(fig: Figure) -> str:
     """What a printout adds to a figure with a goal (nothing without one)."""
-    return f"  [goal {fig.goal}: {'met' if fig.met else 'NOT met'}]" if fig.goal else ""
+    if not fig.goal:
+        return ""
+    if fig.met is None:
+        return f"  [goal {fig.goal}]"
+    return f"  [goal {fig.goal}: {'met' if fig.met else 'NOT met'}]"
 
 
 def print_figures(report: Report, *, name: int, value: str, unit: int) -> None:

@@ -42,10 +42,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from _common import Report, add_json_argument, verdict
 from _common import stack as private_stack
 from _stream_baselines import faust_floor, raw_consume
+from _stream_scaleout import SPLIT, add_scaleout, scale_run
 from _stream_worker import run_joiner, sink_vs_bare
 
 from pipeline.config import Settings
@@ -115,8 +117,12 @@ def stack(choice: str) -> Iterator[Settings]:
 
 def with_inputs(base: Settings, n: int) -> tuple[Settings, int]:
     """Fresh topics under a new prefix, the workload produced to them; the record count."""
-    from confluent_kafka import Producer
+    settings = fresh_topics(base)
+    return settings, produce(settings, n)
 
+
+def fresh_topics(base: Settings) -> Settings:
+    """Settings with a new topic prefix, its topics created (empty)."""
     from pipeline.stack.topics import ensure_topics
 
     prefix = f"bench{uuid.uuid4().hex[:6]}."
@@ -124,6 +130,13 @@ def with_inputs(base: Settings, n: int) -> tuple[Settings, int]:
         update={"kafka": base.kafka.model_copy(update={"topic_prefix": prefix})}
     )
     ensure_topics(settings)
+    return settings
+
+
+def produce(settings: Settings, n: int) -> int:
+    """The workload of ``n`` requests produced to the input topics; the record count."""
+    from confluent_kafka import Producer
+
     producer = Producer({**settings.kafka.client_config(), "linger.ms": 20})
     workload = messages(n, uuid.uuid4().hex[:6])
     for source, message in workload:
@@ -131,10 +144,10 @@ def with_inputs(base: Settings, n: int) -> tuple[Settings, int]:
                          value=message.to_bytes())  # fmt: skip
         producer.poll(0)
     assert producer.flush(60) == 0
-    return settings, len(workload)
+    return len(workload)
 
 
-PARTS = ("raw", "floor", "confluent", "joiner", "one", "sink")
+PARTS = ("raw", "floor", "confluent", "joiner", "one", "sink", "scale")
 
 
 def bench_stack(base: Settings, n: int, repeat: int, parts: set[str]) -> dict[str, float]:
@@ -165,6 +178,14 @@ def bench_stack(base: Settings, n: int, repeat: int, parts: set[str]) -> dict[st
     if "one" in parts:
         one_settings, _ = with_inputs(base, n)
         med["one"], med["one_outcomes"] = run_joiner(one_settings, total, batch_max_records=1)
+    if "scale" in parts:  # one worker process, then two in one group, on fresh topics each
+        for workers in (1, 2):
+            fresh = fresh_topics(base)
+            run = scale_run(fresh, workers, partial(produce, fresh, n))
+            print(f"  {workers} worker process(es): {run}")
+            SPLIT[workers] = " / ".join(f"{v:,.0f}" for v in run.split)
+            med.update({f"scale{workers}": run.outcomes, f"broker{workers}": run.broker_cores,
+                        f"machine{workers}": run.machine_busy})  # fmt: skip
     return med
 
 
@@ -316,6 +337,8 @@ def report(pure: dict[int, float], med: dict[str, float], n: int, repeat: int, c
                 "overlap, and the bare insert has the machine to itself while the sink shares "
                 "it with the broker serving its fetches."
             )
+    if "scale2" in med:
+        add_scaleout(rep, med)
     rep.notes.append(
         f"Workload: {n:,} requests, each an inference event, a label and a feedback, shuffled, "
         "10% sent twice; each stack figure is the median of its runs on fresh topics, rates "
