@@ -44,7 +44,8 @@ class CycleTally:
         return sum(values) / len(values)
 
 
-def _batch(scen: Any, key: str, seed: int, n: int) -> ExplorationBatch:
+def batch(scen: Any, key: str, seed: int, n: int) -> ExplorationBatch:
+    """``n`` exploration trajectories of segment ``key`` drawn with ``seed``."""
     return ExplorationBatch.from_trajectories(
         Trajectory(lat.tokens, lat.confidence, lat.correct, lat.correct[-1], lat.tokens[-1])
         for lat in sample_segment(scen, key, seed, n)
@@ -69,7 +70,7 @@ def repeated_cycles(
         used: dict[str, set[str]] = {mode: set() for mode in MODES}
         ratios: dict[str, list[float]] = {mode: [] for mode in MODES}
         for cycle in range(cycles):
-            fresh = {k: _batch(env.scen, k, 10_000 * (seed + 1) + cycle, per_segment) for k in keys}
+            fresh = {k: batch(env.scen, k, 10_000 * (seed + 1) + cycle, per_segment) for k in keys}
             book, events = advance(book, spec, fresh, current=body)
             tally.restarts += sum("ends after" in e for e in events)
             proposal = optimize(spec, {}, current=body, book=book)

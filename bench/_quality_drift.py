@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from _common import Report
+from _quality_cycles import batch
 
-from pipeline.optimizer import ExplorationBatch, PolicySpec, Trajectory, optimize
+from pipeline.optimizer import PolicySpec, optimize
 from pipeline.optimizer.certify import CertificateBook, advance
 from pipeline.sim import em_curve, oracle_threshold, sample_segment, scenario
 from pipeline.sim.scenario import DRIFT_SEGMENT
@@ -48,13 +49,6 @@ class DriftTally:
     after: int = 0
 
 
-def _batch(scen: Any, key: str, seed: int, n: int, at_index: int | None) -> ExplorationBatch:
-    return ExplorationBatch.from_trajectories(
-        Trajectory(lat.tokens, lat.confidence, lat.correct, lat.correct[-1], lat.tokens[-1])
-        for lat in sample_segment(scen, key, seed, n, at_index=at_index)
-    )
-
-
 def drift_cycles(
     spec: PolicySpec,
     env: Any,
@@ -82,7 +76,7 @@ def drift_cycles(
     start = time.monotonic()
     for seed in range(seeds):
         book = CertificateBook.empty(spec)
-        past = {k: _batch(env.scen, k, 50_000 + seed, history, None) for k in keys}
+        past = {k: batch(env.scen, k, 50_000 + seed, history) for k in keys}
         book, _ = advance(book, spec, past)
         body = optimize(spec, {}, book=book).body
         baseline = 0.0
@@ -92,9 +86,9 @@ def drift_cycles(
         for cycle in range(warm + after):
             post_drift = cycle >= warm
             fresh = {
-                k: _batch(
+                k: batch(
                     drifted if (post_drift and k == DRIFT_SEGMENT) else env.scen,
-                    k, 10_000 * (seed + 1) + cycle, per_segment, None,
+                    k, 10_000 * (seed + 1) + cycle, per_segment,
                 )
                 for k in keys
             }  # fmt: skip

@@ -284,13 +284,24 @@ class HarmDetector:
         if losses.size == 0:
             return self, None
         steps = np.log1p(self.bet * (losses - self.epsilon))
-        # S_t = max(S_{t-1}, 0) + x_t is, with C_0 = S_0 and C_t = C_0 + x_1 + ... + x_t,
-        # S_t = C_t - min(0, C_0, ..., C_{t-1}): one pass of prefix sums and minima.
-        c = self.log_wealth + np.cumsum(steps)
-        before = np.concatenate(([self.log_wealth], c[:-1]))
-        wealth = c - np.minimum(np.minimum.accumulate(before), 0.0)
-        over = np.flatnonzero(wealth >= math.log(self.threshold))
-        if over.size:
-            at = int(over[0]) + 1
+        log_wealth, at = cusum(self.log_wealth, steps, self.threshold)
+        if at is not None:
             return replace(self, log_wealth=0.0, n=self.n + at), self.n + at
-        return replace(self, log_wealth=float(wealth[-1]), n=self.n + losses.size), None
+        return replace(self, log_wealth=log_wealth, n=self.n + losses.size), None
+
+
+def cusum(log_wealth: float, steps: FloatArray, threshold: float) -> tuple[float, int | None]:
+    """Run a CUSUM (wealth restarting at 1 whenever it falls below) over log ``steps``.
+
+    Returns the log wealth after the last step and None, or, at the first step
+    whose wealth reaches ``threshold``, 0.0 and that step's 1-based index.
+    """
+    # S_t = max(S_{t-1}, 0) + x_t is, with C_0 = S_0 and C_t = C_0 + x_1 + ... + x_t,
+    # S_t = C_t - min(0, C_0, ..., C_{t-1}): one pass of prefix sums and minima.
+    c = log_wealth + np.cumsum(steps)
+    before = np.concatenate(([log_wealth], c[:-1]))
+    wealth = c - np.minimum(np.minimum.accumulate(before), 0.0)
+    over = np.flatnonzero(wealth >= math.log(threshold))
+    if over.size:
+        return 0.0, int(over[0]) + 1
+    return float(wealth[-1]), None

@@ -32,6 +32,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.optimizer.anytime import cusum
+
 MIN_REFERENCE = 200
 """Samples of the epoch at the watched rule before the detector runs."""
 
@@ -94,11 +96,7 @@ class ShiftDetector:
             return replace(self, log_wealth=0.0, n=self.n + values.size), None
         up, _, down = logs
         steps = np.where(values > 0, up, np.where(values < 0, 0.0, down))
-        c = self.log_wealth + np.cumsum(steps)
-        before = np.concatenate(([self.log_wealth], c[:-1]))
-        wealth = c - np.minimum(np.minimum.accumulate(before), 0.0)
-        over = np.flatnonzero(wealth >= math.log(self.threshold))
-        if over.size:
-            at = int(over[0]) + 1
+        log_wealth, at = cusum(self.log_wealth, steps, self.threshold)
+        if at is not None:
             return replace(self, log_wealth=0.0, n=self.n + at), self.n + at
-        return replace(self, log_wealth=float(wealth[-1]), n=self.n + values.size), None
+        return replace(self, log_wealth=log_wealth, n=self.n + values.size), None
