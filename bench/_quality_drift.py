@@ -41,6 +41,8 @@ class DriftTally:
     """Others' saving over the drift cycles / their saving in the last cycle before it."""
     drifted_share: list[float] = field(default_factory=list)
     """The drifted segment's saving in the last cycle / its post-drift oracle's (normal)."""
+    shares: list[list[float]] = field(default_factory=list)
+    """Per seed, that share at every cycle after the drift."""
     unsafe_later: int = 0
     """Cycles, after the first safe one, that deployed a threshold outside epsilon again."""
     other_restarts: int = 0
@@ -83,6 +85,7 @@ def drift_cycles(
         kept: list[float] = []
         safe: int | None = None
         last_share = 0.0
+        shares: list[float] = []
         for cycle in range(warm + after):
             post_drift = cycle >= warm
             fresh = {
@@ -128,9 +131,11 @@ def drift_cycles(
             got = post[grid.index(theta)].token_saving if theta is not None else 0.0
             best = post[grid.index(post_oracle)].token_saving if post_oracle is not None else 0.0
             last_share = got / best if best > 0 else 1.0
+            shares.append(last_share)
         tally.safe_after.append(safe)
         tally.kept.append(sum(kept) / len(kept) if kept else 1.0)
         tally.drifted_share.append(last_share)
+        tally.shares.append(shares)
         took = time.monotonic() - start
         print(f"  drift: seed {seed + 1} of {seeds}, safe after {safe} cycles, "
               f"{took:.0f} s", flush=True)  # fmt: skip
@@ -165,11 +170,16 @@ def add_drift(rep: Report, tally: DriftTally, per_segment: int, history: int) ->
         f"worst seed {100 * min(tally.kept, default=1.0):.0f}%",
     )
     share = sum(tally.drifted_share) / max(len(tally.drifted_share), 1)
+    by_cycle = [
+        sum(s[c] for s in tally.shares) / max(len(tally.shares), 1) for c in range(tally.after)
+    ]
     rep.add(
         f"drift: drifted segment's saving / its new oracle's after {tally.after} cycles",
         100 * share,
         "%",
-        detail="normal mode; it serves no early stop until its new epoch certifies again",
+        detail="normal mode; it serves no early stop until its new epoch certifies again; "
+        "mean by cycle after the drift: "
+        + ", ".join(f"{c + 1}: {100 * v:.0f}%" for c, v in enumerate(by_cycle)),
     )
     rep.notes.append(
         f"Drift: per seed, {history:,} history samples per segment, then cycles of "

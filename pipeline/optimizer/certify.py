@@ -20,9 +20,12 @@ where δ is ``risk.delta`` per certificate (``split: none``) or
 many certificates). Epoch k of a population spends ``δ / (k (k + 1))``, so
 restarts sum to δ.
 
-A restart happens when a harm detector fires: the certified rule's losses have
-risen above ε (drift, or a new model that behaves differently). Only that
-population restarts; the others keep their evidence. A model swap by itself
+A restart happens when a detector fires: the watched rule's losses have
+risen above ε or above this epoch's own rates (drift, or a new model that
+behaves differently). Only that population restarts; the others keep their
+evidence. The new epoch starts with the row after the alarm: an alarm is a
+stopping time, so the rows after it are fresh draws of whatever holds then
+(the rows that raised it are not reused). A model swap by itself
 restarts nothing: the certificate stands while fresh samples stay consistent
 with it, and the detector revokes it quickly when they do not.
 """
@@ -244,6 +247,8 @@ def _watch(
 ) -> tuple[int | None, str, Population]:
     """Run every detector on the losses of its rule: earliest alarm, why, updated population.
 
+    The alarm is the 0-based row of ``losses`` (this cycle's block) that raised it.
+
     A segment's detectors watch the threshold it is served with now (``served``,
     by epsilon), wherever it was certified, so a segment that drifts inside a pool
     is caught on its own samples; otherwise the most aggressive certified one.
@@ -268,11 +273,14 @@ def _watch(
         reference = (int(curve.losses[watched]), int(curve.gains[watched]), curve.n)
         shift = shifts.get(eps) or ShiftDetector(epsilon=eps)
         shifts[eps], shifted = shift.update(column, reference)
-        if alarm is not None and (at is None or alarm - 1 < at):
-            at = alarm - 1
+        # Detectors count alarms from their own first sample; make them rows of this block.
+        alarm = None if alarm is None else alarm - detector.n - 1
+        shifted = None if shifted is None else shifted - shift.n - 1
+        if alarm is not None and (at is None or alarm < at):
+            at = alarm
             why = f"losses at threshold {theta} rose above epsilon {eps}"
-        if shifted is not None and (at is None or shifted - 1 < at):
-            at = shifted - 1
+        if shifted is not None and (at is None or shifted < at):
+            at = shifted
             why = (
                 f"losses at threshold {theta} rose above this epoch's rate "
                 f"({reference[0]} in {reference[2]}) toward epsilon {eps}"
@@ -343,16 +351,26 @@ def advance(
         if not fed:
             populations[key] = pop
             continue
-        block = interleave(key, [losses[m] for m in fed], [samples[m] for m in fed], pop.curve.n)
+        block, order = interleave(
+            key, [losses[m] for m in fed], [samples[m] for m in fed], pop.curve.n
+        )
         curve = sum((curves[m] for m in fed), Curve.empty(grid))
         at, why, watched = _watch(pop, block, _served(spec, key, current))
         if at is None:
             states = {e: st.update(block) for e, st in pop.states.items()}
             populations[key] = replace(watched, curve=pop.curve + curve, states=states)
             continue
-        # The new epoch starts with the next cycle's samples: this cycle's mix both regimes.
         events.append(f"{key}: epoch {pop.epoch} ends after {at + 1} new samples: {why}")
         restarted = _fresh(spec, key, pop.epoch + 1, sorted(pop.states))
+        if at + 1 < len(block):
+            # The new epoch starts with the row after the alarm. The alarm is a stopping
+            # time, so the rows after it are fresh draws of whatever regime holds then,
+            # whatever the detectors saw; the rows that raised it are never reused.
+            restarted = replace(
+                restarted,
+                curve=_rows_curve(spec, {m: samples[m] for m in fed}, order[at + 1 :]),
+                states={e: st.update(block[at + 1 :]) for e, st in restarted.states.items()},
+            )
         populations[key] = replace(restarted, restarts=(*pop.restarts, why)[-10:])
     book = replace(book, populations=populations)
     if spec.risk.split != "none" and book.certificates() > spec.risk.max_certificates:
@@ -361,6 +379,24 @@ def advance(
             f"{spec.risk.max_certificates}: the family-wise promise no longer holds"
         )
     return book, events
+
+
+def _rows_curve(spec: PolicySpec, batches: Mapping[str, ExplorationBatch], rows: IntArray) -> Curve:
+    """The curve of some rows of ``batches`` (by segment key) stacked in their order.
+
+    ``rows`` index the stacked rows, as :func:`~pipeline.optimizer.feed.interleave`'s order does.
+    """
+    grid = spec.thresholds()
+    curve = Curve.empty(grid)
+    start = 0
+    for leaf, batch in batches.items():
+        mine = rows[(rows >= start) & (rows < start + len(batch))] - start
+        start += len(batch)
+        if len(mine):
+            settings = spec.settings_for(leaf)
+            part = evaluate(batch.take(mine), grid, settings.min_tokens, settings.token_budget)
+            curve = curve + part
+    return curve
 
 
 def _served(spec: PolicySpec, key: str, current: PolicyBody | None) -> dict[float, int]:

@@ -162,6 +162,20 @@ class ExplorationBatch:
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
+    def take(self, rows: npt.ArrayLike) -> ExplorationBatch:
+        """The batch of the given rows (indices into this one), in that order."""
+        index = np.asarray(rows, dtype=np.int64)
+        return ExplorationBatch(
+            tokens=self.tokens[index],
+            confidence=self.confidence[index],
+            correct=self.correct[index],
+            length=self.length[index],
+            full_tokens=self.full_tokens[index],
+            full_correct=self.full_correct[index],
+            arrival=None if self.arrival is None else self.arrival[index],
+            probe_tokens=None if self.probe_tokens is None else self.probe_tokens[index],
+        )
+
     @classmethod
     def from_trajectories(cls, trajectories: Iterable[Trajectory]) -> ExplorationBatch:
         """Pack trajectories into arrays.

@@ -228,3 +228,50 @@ def test_a_segment_drifting_inside_a_pool_restarts_alone_and_goes_safe() -> None
     assert book.populations["math"].epoch == 1
     after = optimize(spec, {}, current=body, book=book)
     assert after.decision("acme/qa/short", "normal").threshold == 1.0
+
+
+def test_a_new_epoch_starts_with_the_rows_after_the_alarm() -> None:
+    import re
+
+    from pipeline.optimizer import optimize
+    from pipeline.optimizer.certify import CertificateBook, advance
+    from tests.unit._optimizer_data import SegmentModel, spec_with
+
+    spec = spec_with(
+        max_step=1.0,
+        min_samples=3000,
+        risk={"method": "anytime", "loss": "signed", "split": "none"},
+    )
+    rng = np.random.default_rng(11)
+    keys = ["acme/qa/short", "globex/qa/short", "acme/math/short"]
+    book, body = CertificateBook.empty(spec), None
+    for _ in range(3):
+        book, _ = advance(book, spec, {k: SegmentModel().sample(600, rng) for k in keys},
+                          current=body)  # fmt: skip
+        body = optimize(spec, {}, current=body, book=book).body
+    drifted = {
+        "acme/qa/short": SegmentModel(mu=2.0, tau=0.8).sample(400, rng),
+        "globex/qa/short": SegmentModel().sample(400, rng),
+        "acme/math/short": SegmentModel().sample(400, rng),
+    }
+    book, events = advance(book, spec, drifted, current=body)
+    ended = {
+        e.split(":")[0]: int(m.group(1))
+        for e in events
+        if (m := re.search(r"ends after (\d+) new samples", e))
+    }
+    assert "acme/qa/short" in ended, events
+    seen = ended["acme/qa/short"]
+    assert seen < 400  # the alarm came inside the cycle, so rows remain after it
+    fresh = book.populations["acme/qa/short"]
+    assert fresh.epoch == 2 and fresh.curve.n == 400 - seen
+    settings = spec.settings_for("acme/qa/short")
+    tail = drifted["acme/qa/short"].take(np.arange(seen, 400))
+    expected = evaluate(tail, spec.thresholds(), settings.min_tokens, settings.token_budget)
+    assert np.array_equal(fresh.curve.losses, expected.losses)
+    assert np.array_equal(fresh.curve.tokens_used, expected.tokens_used)
+    for state in fresh.states.values():
+        assert state.n == 400 - seen
+    for pool in ("qa", "global"):  # a pool that restarted keeps its members' rows after its alarm
+        if pool in ended:
+            assert book.populations[pool].curve.n == (800 if pool == "qa" else 1200) - ended[pool]
