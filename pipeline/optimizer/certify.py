@@ -17,8 +17,9 @@ between cycles and the promise holds at every cycle at once:
 
 where δ is ``risk.delta`` per certificate (``split: none``) or
 ``risk.delta / risk.max_certificates`` (a family-wise promise over up to that
-many certificates). Epoch k of a population spends ``δ / (k (k + 1))``, so
-restarts sum to δ.
+many certificates). Epoch 1 of a population spends ``δ / 2`` and epoch k >= 2
+``δ / (2 (k - 1) k)`` (δ/4, δ/12, δ/24, ...), so restarts sum to δ; the first
+restart, by far the most common, gets the larger share.
 
 A restart happens when a detector fires: the watched rule's losses have
 risen above ε or above this epoch's own rates (drift, or a new model that
@@ -223,7 +224,9 @@ def certificate_delta(spec: PolicySpec, epoch: int) -> float:
     base = spec.risk.delta
     if spec.risk.split != "none":
         base /= spec.risk.max_certificates
-    return base / (epoch * (epoch + 1))
+    if epoch == 1:
+        return base / 2
+    return base / (2 * (epoch - 1) * epoch)
 
 
 def _fresh(spec: PolicySpec, key: str, epoch: int, epsilons: list[float]) -> Population:

@@ -275,3 +275,14 @@ def test_a_new_epoch_starts_with_the_rows_after_the_alarm() -> None:
     for pool in ("qa", "global"):  # a pool that restarted keeps its members' rows after its alarm
         if pool in ended:
             assert book.populations[pool].curve.n == (800 if pool == "qa" else 1200) - ended[pool]
+
+
+def test_epochs_spend_at_most_delta_in_all() -> None:
+    from pipeline.optimizer.certify import certificate_delta
+    from tests.unit._optimizer_data import spec_with
+
+    spec = spec_with(risk={"method": "anytime", "loss": "signed", "split": "none", "delta": 0.1})
+    spent = [certificate_delta(spec, k) for k in range(1, 100_001)]
+    assert spent[0] == pytest.approx(0.05) and spent[1] == pytest.approx(0.025)
+    assert all(a > b for a, b in zip(spent, spent[1:], strict=False))
+    assert 0.0999 < sum(spent) <= 0.1
