@@ -106,6 +106,13 @@ BENCHES: tuple[Bench, ...] = (
         quick_timeout_s=300,
     ),
     Bench(
+        "families",
+        "bench_families.py",
+        "Rule families: what each could add over one threshold (oracle)",
+        timeout_s=1200,
+        quick_timeout_s=400,
+    ),
+    Bench(
         "serve",
         "bench_serve.py",
         "Real node: generation with and without confidence probes",
