@@ -46,7 +46,8 @@ class SegmentPolicy(Part):
     thresholds: Annotated[
         dict[LoadMode, Confidence], Field(json_schema_extra={"required": ["normal"]})
     ]
-    """Threshold per load mode; ``"normal"`` is required and is the fallback."""
+    """Threshold per load mode; ``"normal"`` is required and is the fallback. A
+    threshold of 1.0 is off: no early stop, even at a confidence of exactly 1.0."""
     min_tokens: TokenCount
     """No early stop before this many tokens."""
     token_budget: TokenBudget

@@ -42,7 +42,8 @@ def reference(policy: SegmentPolicy, mode: LoadMode, tokens: int, confidence: fl
     threshold = policy.threshold_at(tokens, mode)
     if threshold is None:
         return MIN_TOKENS
-    if confidence >= threshold:
+    # A threshold of 1.0 is off: a probe may report exactly 1.0, which must not stop early.
+    if threshold < 1.0 and confidence >= threshold:
         return CONFIDENT
     if tokens >= policy.token_budget:
         return BUDGET
