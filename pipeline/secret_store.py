@@ -24,6 +24,12 @@ from pipeline.errors import SecretFileError
 
 WAREHOUSE_PASSWORD = "clickhouse-writer-password"  # noqa: S105  # a file name, not a secret
 """The embedded warehouse's writer password (``PIPELINE_CLICKHOUSE__PASSWORD``)."""
+MLFLOW_ADMIN_PASSWORD = "mlflow-admin-password"  # noqa: S105  # a file name, not a secret
+"""The embedded MLflow's admin password (``PIPELINE_MLFLOW__ADMIN_PASSWORD``)."""
+MLFLOW_SERVICE_PASSWORD = "mlflow-controller-password"  # noqa: S105  # a file name
+"""The controller's and publisher's MLflow service account (``PIPELINE_MLFLOW__PASSWORD``)."""
+MLFLOW_FLASK_SECRET = "mlflow-flask-secret-key"  # noqa: S105  # a file name, not a secret
+"""The key MLflow's basic-auth app signs its CSRF tokens with (the server's only)."""
 
 
 def secrets_dir(state_dir: Path) -> Path:
