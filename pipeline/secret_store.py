@@ -103,3 +103,21 @@ def ensure_secret(path: Path) -> tuple[SecretStr, bool]:
         msg = f"the secret file {path} disappeared while it was being created"
         raise SecretFileError(msg)
     return value, created
+
+
+def replace_secret(path: Path, value: SecretStr) -> None:
+    """Store ``value`` at ``path`` (mode 0600) in place of what is there (a rotation).
+
+    Written to a new file first and renamed over the old one, so a reader sees
+    the old secret or the new one, never a partial file.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    if not _write_new(tmp, value.get_secret_value()):
+        msg = f"cannot create {tmp}: it exists"
+        raise SecretFileError(msg)
+    os.replace(tmp, path)
+
+
+def new_password() -> SecretStr:
+    """A fresh random password, as :func:`ensure_secret` generates them."""
+    return SecretStr(secrets.token_urlsafe(32))

@@ -60,6 +60,12 @@ def request(
     body: dict[str, Any] | None = None,
     timeout_s: float = 20.0,
 ) -> dict[str, Any]:
+    """One REST call as ``login``; the JSON object answered (empty for no body).
+
+    Raises:
+        AuthRefused: 401 or 403.
+        RegistryError: MLflow unreachable, or any other error status (named with it).
+    """
     url = f"{login.tracking_uri.rstrip('/')}{path}"
     if params:
         url += "?" + urllib.parse.urlencode(params)
@@ -87,7 +93,7 @@ def request(
         raise RegistryError(msg) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        msg = f"MLflow at {login.tracking_uri} is not reachable ({reason}): is `pipeline up` running?"
+        msg = f"MLflow at {login.tracking_uri} is not reachable ({reason}): is it running?"
         raise RegistryError(msg) from None
     if not raw:
         return {}
@@ -135,13 +141,11 @@ def create_user(admin: Login, username: str, password: SecretStr) -> None:
 
 
 def set_password(admin: Login, username: str, password: SecretStr) -> None:
-    """Replace the password of ``username`` (an admin's call, no current password needed)."""
-    request(
-        admin,
-        "PATCH",
-        "/api/2.0/mlflow/users/update-password",
-        body={"username": username, "password": password.get_secret_value()},
-    )
+    """Replace the password of ``username`` (an admin's call; for the admin's own, too)."""
+    body = {"username": username, "password": password.get_secret_value()}
+    if username == admin.username:  # MLflow asks anyone changing their own for the current one
+        body["current_password"] = admin.password.get_secret_value()
+    request(admin, "PATCH", "/api/2.0/mlflow/users/update-password", body=body)
 
 
 def grant(admin: Login, username: str, resource_type: str, resource_id: str, level: str) -> None:

@@ -155,7 +155,8 @@ def ensure_service_account(settings: Settings) -> str:
             raise StackError(msg) from None
         raise StackError(str(exc)) from None
     except RegistryError as exc:
-        raise StackError(f"setting up the MLflow service account failed: {exc}") from None
+        msg = f"setting up the MLflow service account failed: {exc}"
+        raise StackError(msg) from None
     return f"service account {ml.service_username}: {done}"
 
 
@@ -186,4 +187,3 @@ def _lookup(login: auth.Login, path: str, params: dict[str, str]) -> dict[str, A
         if "answered 404" in str(exc):
             return None
         raise
-
