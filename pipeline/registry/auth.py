@@ -149,18 +149,26 @@ def set_password(admin: Login, username: str, password: SecretStr) -> None:
 
 
 def grant(admin: Login, username: str, resource_type: str, resource_id: str, level: str) -> None:
-    """Grant ``level`` (READ, USE, EDIT, MANAGE) on one resource to ``username``."""
-    request(
-        admin,
-        "POST",
-        "/api/3.0/mlflow/users/permissions/grant",
-        body={
-            "username": username,
-            "resource_type": resource_type,
-            "resource_id": resource_id,
-            "permission": level,
-        },
-    )
+    """Grant ``level`` (READ, USE, EDIT, MANAGE) on one resource to ``username``.
+
+    Idempotent: an existing grant on the resource is replaced by this one.
+    """
+    body = {
+        "username": username,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "permission": level,
+    }
+    path = "/api/3.0/mlflow/users/permissions/grant"
+    try:
+        request(admin, "POST", path, body=body)
+    except AuthRefused:
+        raise
+    except RegistryError as exc:
+        if "RESOURCE_ALREADY_EXISTS" not in str(exc):
+            raise
+        revoke(admin, username, resource_type, resource_id)
+        request(admin, "POST", path, body=body)
 
 
 def revoke(admin: Login, username: str, resource_type: str, resource_id: str) -> None:
