@@ -45,6 +45,10 @@ def auth_config_text(db: Path, admin_username: str) -> str:
         f"admin_username = {admin_username}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         "grant_default_workspace_access = false\n"
+        "# A password check is a deliberately slow hash (PBKDF2) on every request;\n"
+        "# remember a good login for a minute (one worker: a password change via\n"
+        "# the API takes effect at once).\n"
+        "auth_cache_ttl_seconds = 60\n"
     )
 
 
