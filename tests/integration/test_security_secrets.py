@@ -102,7 +102,7 @@ def test_the_mlflow_secrets_are_0600_and_never_printed(stack: Settings) -> None:
         assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600, name
     auth_db = stack.state_dir / "mlflow" / "basic_auth.db"  # the users' password hashes
     assert stat.S_IMODE(auth_db.stat().st_mode) == 0o600
-    assert "password" not in (stack.state_dir / "mlflow" / "basic_auth.ini").read_text()
+    assert "admin_password" not in (stack.state_dir / "mlflow" / "basic_auth.ini").read_text()
 
     # As an operator runs them: nothing in the environment, the stored files are read.
     unset = stack.model_copy(
