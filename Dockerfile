@@ -40,7 +40,7 @@ FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 pipeline \
     && useradd --system --uid 10001 --gid pipeline --create-home --home-dir /home/pipeline \
         --shell /usr/sbin/nologin pipeline \
-    && mkdir -p /var/lib/pipeline /var/lib/mlflow/artifacts \
+    && mkdir -p /var/lib/pipeline /var/lib/mlflow/auth /var/lib/mlflow/artifacts \
     && chown -R pipeline:pipeline /var/lib/pipeline /var/lib/mlflow
 
 COPY --from=build /opt/venv /opt/venv
@@ -50,6 +50,7 @@ WORKDIR /app
 # controller; owned by root so the service user cannot change them.
 COPY infra/kafka ./infra/kafka
 COPY infra/clickhouse ./infra/clickhouse
+COPY infra/mlflow ./infra/mlflow
 COPY policies ./policies
 
 ENV PATH=/opt/venv/bin:$PATH \

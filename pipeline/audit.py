@@ -29,6 +29,7 @@ AuditAction = Literal[
     "rolled_back",
     "published",
     "publish_refused",
+    "review_refused",
 ]
 
 
@@ -48,7 +49,8 @@ class AuditEvent(Message):
     version: int = Field(ge=1, le=2**63 - 1)
     """The MLflow model version acted on (for a rollback: the new version)."""
     actor: Id
-    """Who acted: a reviewer, ``auto`` or ``publisher``."""
+    """Who acted: a reviewer (the MLflow user it authenticated as), ``auto``,
+    ``controller`` or ``publisher``."""
     reason: ShortText
     """Why, in the actor's words."""
     details: dict[Id, ShortText] = Field(default_factory=dict, max_length=32)

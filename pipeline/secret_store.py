@@ -24,6 +24,12 @@ from pipeline.errors import SecretFileError
 
 WAREHOUSE_PASSWORD = "clickhouse-writer-password"  # noqa: S105  # a file name, not a secret
 """The embedded warehouse's writer password (``PIPELINE_CLICKHOUSE__PASSWORD``)."""
+MLFLOW_ADMIN_PASSWORD = "mlflow-admin-password"  # noqa: S105  # a file name, not a secret
+"""The embedded MLflow's admin password (``PIPELINE_MLFLOW__ADMIN_PASSWORD``)."""
+MLFLOW_SERVICE_PASSWORD = "mlflow-controller-password"  # noqa: S105  # a file name
+"""The controller's and publisher's MLflow service account (``PIPELINE_MLFLOW__PASSWORD``)."""
+MLFLOW_FLASK_SECRET = "mlflow-flask-secret-key"  # noqa: S105  # a file name, not a secret
+"""The key MLflow's basic-auth app signs its CSRF tokens with (the server's only)."""
 
 
 def secrets_dir(state_dir: Path) -> Path:
@@ -97,3 +103,21 @@ def ensure_secret(path: Path) -> tuple[SecretStr, bool]:
         msg = f"the secret file {path} disappeared while it was being created"
         raise SecretFileError(msg)
     return value, created
+
+
+def replace_secret(path: Path, value: SecretStr) -> None:
+    """Store ``value`` at ``path`` (mode 0600) in place of what is there (a rotation).
+
+    Written to a new file first and renamed over the old one, so a reader sees
+    the old secret or the new one, never a partial file.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    if not _write_new(tmp, value.get_secret_value()):
+        msg = f"cannot create {tmp}: it exists"
+        raise SecretFileError(msg)
+    os.replace(tmp, path)
+
+
+def new_password() -> SecretStr:
+    """A fresh random password, as :func:`ensure_secret` generates them."""
+    return SecretStr(secrets.token_urlsafe(32))

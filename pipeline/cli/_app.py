@@ -32,6 +32,7 @@ def _register() -> None:
         keys,
         optimize,
         policy,
+        reviewers,
         serve,
         sim,
         smoke,

@@ -192,7 +192,8 @@ def calibrate_command(
         name = settings.control.model_name(chosen.name)
         console.print(
             f"registered {name} v{version} as `candidate`, pending review: "
-            f"`pipeline policy approve candidate --policy {chosen.name} --by ... --reason ...`",
+            f"a reviewer runs `pipeline policy approve candidate --policy {chosen.name} "
+            "--reason ...`",
             highlight=False,
         )
 

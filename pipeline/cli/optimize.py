@@ -65,6 +65,7 @@ def controller(
 
     settings = load_settings()
     policy_spec = load_spec(_spec_path(settings, spec))
+    _ensure_service_account(settings)
     config = controller_settings(settings)
     metrics = ControllerMetrics()
     server = _serve_metrics(config.metrics_host, metrics_port or config.metrics_port, metrics)
@@ -84,6 +85,23 @@ def controller(
         if server is not None:
             server.stop()
     _line("controller stopped")
+
+
+def _ensure_service_account(settings: Settings) -> None:
+    """Create or repair the controller's MLflow service account, given the admin password.
+
+    Compose gives the admin password to the controller only. A failure is one
+    line; the cycles then report MLflow refusing them.
+    """
+    from pipeline.errors import RegistryError, StackError
+    from pipeline.stack.mlflow_auth import ensure_service_account
+
+    if settings.mlflow.admin_password is None:
+        return
+    try:
+        _line(ensure_service_account(settings))
+    except (StackError, RegistryError) as exc:
+        _line(f"MLflow service account not set up: {exc}")
 
 
 def _serve_metrics(host: str, port: int | None, metrics: ControllerMetrics) -> HealthServer | None:

@@ -4,10 +4,17 @@ Versions are MLflow model versions of the policy family's registered model;
 a VERSION argument is a number or an alias (``production``, ``candidate``).
 Every review action is recorded as tags on the version and as an event on
 the audit topic; the audit topic is checked before anything changes.
+
+Review actions (approve, reject, rollback) act as an MLflow user: ``--user``
+or ``MLFLOW_TRACKING_USERNAME``, with ``MLFLOW_TRACKING_PASSWORD`` or a
+prompt for the password. The server says who that login is, and that name is
+the one recorded; a user without EDIT or MANAGE on the policy's registered
+model is refused before anything changes, and the refusal is audited.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -30,7 +37,15 @@ app.add_typer(policy_app, name="policy")
 
 POLICY = typer.Option("default", "--policy", "-p", help="Policy name (the control topic key).")
 MODEL = typer.Option(None, "--model", help="Registered model name (default: from settings).")
-BY = typer.Option(..., "--by", help="Who acts (recorded on the version and the audit topic).")
+USER = typer.Option(
+    None,
+    "--user",
+    "-u",
+    help=(
+        "Your MLflow user (default: MLFLOW_TRACKING_USERNAME); the password comes from "
+        "MLFLOW_TRACKING_PASSWORD or a prompt. It is recorded as who acted."
+    ),
+)
 REASON = typer.Option(..., "--reason", help="Why (recorded on the version and the audit topic).")
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _SHOWN_TAGS = ("who", "when", "why", "proposal_reason", "published_at", "rollback_of", "restores")
@@ -50,6 +65,84 @@ def _client(settings: Settings) -> Any:
     from pipeline.registry.client import connect
 
     return connect(settings.mlflow)
+
+
+def _reviewer(settings: Settings, user: str | None) -> tuple[Settings, str]:
+    """``settings`` logged in as the reviewer, and the name MLflow authenticated.
+
+    Raises:
+        ConfigError: no user is named, or it is the service account.
+        RegistryError: MLflow refused the login or is unreachable.
+    """
+    from pydantic import SecretStr
+
+    from pipeline.registry import auth
+
+    ml = settings.mlflow
+    named = user or os.environ.get("MLFLOW_TRACKING_USERNAME") or None
+    if named is None and ml.username != ml.service_username:
+        named = ml.username
+    if not named:
+        msg = (
+            "review actions are made as an MLflow user: pass --user NAME or set "
+            "MLFLOW_TRACKING_USERNAME (the password: MLFLOW_TRACKING_PASSWORD, or a prompt)"
+        )
+        raise ConfigError(msg)
+    if named == ml.service_username:
+        msg = (
+            f"{named} is the controller's service account, which makes no review: log in as a "
+            "reviewer (--user NAME; an admin adds one with `pipeline reviewers add`)"
+        )
+        raise ConfigError(msg)
+    env_password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if env_password:
+        password = SecretStr(env_password)
+    elif named == ml.username and ml.password is not None:
+        password = ml.password
+    else:
+        password = SecretStr(typer.prompt(f"MLflow password for {named}", hide_input=True))
+    who = auth.current_user(auth.Login(ml.tracking_uri, named, password))
+    mlflow = ml.model_copy(update={"username": who, "password": password})
+    return settings.model_copy(update={"mlflow": mlflow}), who
+
+
+def _require_reviewer(
+    settings: Settings, who: str, target: tuple[str, str, int], action: str, audit: Any
+) -> None:
+    """Refuse (and audit) unless ``who`` holds EDIT or MANAGE on ``model``.
+
+    MLflow would refuse the writes too; checking first changes nothing on a
+    refusal and names the permission that is missing.
+    """
+    from pipeline.audit import AuditEvent
+    from pipeline.errors import RegistryError
+    from pipeline.registry import auth
+
+    policy, model, version = target
+    password = settings.mlflow.password
+    if password is None:  # _reviewer always sets it
+        msg = f"no MLflow password for {who}"
+        raise ConfigError(msg)
+    login = auth.Login(settings.mlflow.tracking_uri, who, password)
+    level = auth.permission(login, who, "registered_model", model)
+    if level in auth.REVIEWER_PERMISSIONS:
+        return
+    reason = (
+        f"{who} holds {level or 'no'} permission on {model}, not EDIT or MANAGE: "
+        f"{action} refused (an admin grants it with `pipeline reviewers add {who}`)"
+    )
+    audit(
+        AuditEvent.new(
+            "review_refused",
+            policy_name=policy,
+            model_name=model,
+            version=version,
+            actor=who,
+            reason=reason,
+            details={"action": action},
+        )
+    )
+    raise RegistryError(reason)
 
 
 def _audit(settings: Settings, control: ControlSettings) -> Any:
@@ -177,8 +270,8 @@ def diff(
 @policy_app.command("approve")
 def approve(
     version: str = typer.Argument(..., help="Version number or alias (e.g. candidate)."),
-    by: str = BY,
     reason: str = REASON,
+    user: str | None = USER,
     canary: float | None = typer.Option(
         None,
         "--canary",
@@ -203,9 +296,11 @@ def approve(
         raise ConfigError(msg)
     settings, control, name = _target(policy, model)
     audit = _audit(settings, control)
+    settings, by = _reviewer(settings, user)
     with mlflow_errors(f"approving {name} {version}"):
         client = _client(settings)
         number = resolve(client, name, version)
+        _require_reviewer(settings, by, (policy, name, number), "approve", audit)
         if canary is None:
             do_approve(client, name, number, by=by, reason=reason, audit=audit)
             console.print(f"approved {name} v{number}: production -> v{number}")
@@ -230,8 +325,8 @@ def approve(
 @policy_app.command("reject")
 def reject(
     version: str = typer.Argument(..., help="Version number or alias (e.g. candidate)."),
-    by: str = BY,
     reason: str = REASON,
+    user: str | None = USER,
     policy: str = POLICY,
     model: str | None = MODEL,
 ) -> None:
@@ -241,30 +336,37 @@ def reject(
 
     settings, control, name = _target(policy, model)
     audit = _audit(settings, control)
+    settings, by = _reviewer(settings, user)
     with mlflow_errors(f"rejecting {name} {version}"):
         client = _client(settings)
         number = resolve(client, name, version)
+        _require_reviewer(settings, by, (policy, name, number), "reject", audit)
         do_reject(client, name, number, by=by, reason=reason, audit=audit)
     console.print(f"rejected {name} v{number}")
 
 
 @policy_app.command("rollback")
 def rollback(
-    by: str = BY,
     reason: str = REASON,
+    user: str | None = USER,
     to: int | None = typer.Option(None, "--to", help="Version to restore (default: previous)."),
     policy: str = POLICY,
     model: str | None = MODEL,
 ) -> None:
     """Roll production back: a NEW version restoring an earlier policy becomes production."""
     from pipeline.registry.actions import rollback as do_rollback
-    from pipeline.registry.versions import mlflow_errors
+    from pipeline.registry.names import PRODUCTION
+    from pipeline.registry.versions import aliases, mlflow_errors
 
     settings, control, name = _target(policy, model)
     audit = _audit(settings, control)
+    settings, by = _reviewer(settings, user)
     with mlflow_errors(f"rolling back {name}"):
+        client = _client(settings)
+        current = aliases(client, name).get(PRODUCTION) or 1
+        _require_reviewer(settings, by, (policy, name, current), "rollback", audit)
         done = do_rollback(
-            _client(settings),
+            client,
             name,
             experiment=settings.mlflow.experiment,
             by=by,

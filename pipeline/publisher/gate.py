@@ -11,7 +11,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.registry.names import PUBLISHABLE, T_POLICY_NAME, T_REVIEW_STATE
+from pipeline.registry.names import (
+    AUTO,
+    CONTROLLER,
+    PUBLISHABLE,
+    T_APPROVED_BY,
+    T_CANARY_OF,
+    T_POLICY_NAME,
+    T_PROMOTES,
+    T_REVIEW_STATE,
+    T_ROLLBACK_OF,
+)
 from pipeline.registry.transitions import READY
 
 Action = Literal["publish", "up_to_date", "wait", "refuse", "idle"]
@@ -71,3 +81,67 @@ def decide_publication(
     return PublishDecision(
         "publish", f"v{v} is {state} and newer than the published v{last_published}"
     )
+
+
+AUTOMATIC_ACTORS = frozenset({AUTO, CONTROLLER})
+"""Who the controller's own approvals name: a proposal's auto-approval, the canary monitor."""
+REVIEWER_LEVELS = frozenset({"EDIT", "MANAGE"})
+"""The permissions on a policy's registered model that make a user its reviewer."""
+_AUTOMATIC_RUN_PARAMS = (T_CANARY_OF, T_PROMOTES, T_ROLLBACK_OF)
+
+
+def automatic_registration(params: Mapping[str, str]) -> bool:
+    """True when a version's run params record an automatic registration.
+
+    A proposal within the spec's auto-approve bounds logs ``auto_approve=True``;
+    the canary monitor's carriers, promotions and rollbacks log what they move.
+    """
+    if params.get("auto_approve") == "True":
+        return True
+    return any(key in params for key in _AUTOMATIC_RUN_PARAMS)
+
+
+def approver_refusal(
+    version: int,
+    model_name: str,
+    tags: Mapping[str, str],
+    *,
+    service_account: str,
+    approver_level: str | None,
+    automatic: bool,
+) -> str | None:
+    """Why the approval of ``version`` does not count, or None when it does.
+
+    Args:
+        version: The version the ``production`` alias points at.
+        model_name: Its registered model.
+        tags: Its tags (``approved_by`` names the approver).
+        service_account: The controller's MLflow user.
+        approver_level: The approver's permission on ``model_name`` now, None when
+            MLflow has no such user (not asked for automatic actors).
+        automatic: Whether its run records an automatic registration.
+    """
+    who = tags.get(T_APPROVED_BY, "")
+    if not who:
+        return f"v{version} records no approver ({T_APPROVED_BY}); approve it as a reviewer"
+    if who in AUTOMATIC_ACTORS:
+        if automatic:
+            return None
+        return (
+            f"v{version} names the controller ({who}) as approver but its run records no "
+            "automatic registration (auto-approve bounds or a canary move): "
+            "a reviewer must approve it"
+        )
+    if who == service_account:
+        return (
+            f"v{version} was approved in the name of the service account {who}, which approves "
+            "only automatically: a reviewer must approve it"
+        )
+    if approver_level is None:
+        return f"v{version} was approved by {who!r}, who is not an MLflow user"
+    if approver_level not in REVIEWER_LEVELS:
+        return (
+            f"v{version} was approved by {who}, who holds {approver_level} on {model_name}, "
+            "not the reviewer permission (EDIT or MANAGE)"
+        )
+    return None

@@ -2,7 +2,10 @@
 
 Each pass, per watched policy: read the version ``production`` points at,
 decide (:func:`pipeline.publisher.gate.decide_publication`), and when it is a newer,
-``READY``, approved version, download and validate its policy, sign it
+``READY``, approved version whose approver counts
+(:func:`pipeline.publisher.gate.approver_refusal`: a reviewer with EDIT or
+MANAGE on the registered model, asked of MLflow with the admin's login, or the
+controller's automatic registration), download and validate its policy, sign it
 (Ed25519 by default, HMAC-SHA256 if configured; with checksum) as a
 ThresholdUpdate whose version is the MLflow version, produce it keyed by
 policy name, and tag the version ``published_at``.
@@ -32,17 +35,25 @@ from pipeline.errors import ConfigError
 from pipeline.node.kafka import KafkaSettings
 from pipeline.publisher.config import ControlSettings
 from pipeline.publisher.errors import PublishError
-from pipeline.publisher.gate import Production, decide_publication
+from pipeline.publisher.gate import (
+    AUTOMATIC_ACTORS,
+    Production,
+    approver_refusal,
+    automatic_registration,
+    decide_publication,
+)
 from pipeline.publisher.topic import ControlProducer, published_versions
 from pipeline.registry import names
 from pipeline.registry.errors import PolicyArtifactError
-from pipeline.registry.versions import aliases, get_version, load_policy
+from pipeline.registry.versions import VersionRecord, aliases, get_version, load_policy
 from schemas import PolicyBody, ThresholdUpdate
 from schemas.signing import Ed25519PrivateKey, load_private_key
 
 log = logging.getLogger(__name__)
 
 ACTOR = "publisher"
+PermissionOf = Callable[[str, str], str | None]
+"""(registered model, user) -> the user's permission on it, None when there is no such user."""
 Status = Literal["published", "up_to_date", "wait", "refused", "idle", "error"]
 
 
@@ -65,6 +76,8 @@ class Publisher:
         control: Policies, registered model names, signing key, topics, timeouts.
         audit: Where ``published`` and ``publish_refused`` events go (best effort).
         connect: Builds an MLflow client; :func:`pipeline.registry.client.connect` by default.
+        permission_of: Who holds what on a registered model; by default MLflow's answer
+            to the admin's login (``mlflow.admin_password``).
 
     Raises:
         ConfigError: if the signing key of ``control.algorithm`` is missing or unusable.
@@ -78,8 +91,10 @@ class Publisher:
         *,
         audit: AuditSink | None = None,
         connect: Callable[[MlflowSettings], Any] | None = None,
+        permission_of: PermissionOf | None = None,
     ) -> None:
         self._private_key = _signing_material(control)
+        self._permission_of = permission_of or _admin_permission_of(mlflow)
         self._kafka, self._mlflow, self._control = kafka, mlflow, control
         self._audit = best_effort(audit)
         self._connect = connect
@@ -167,6 +182,11 @@ class Publisher:
         if decision.action != "publish":
             status: Status = "wait" if decision.action == "wait" else "up_to_date"
             return PassResult(policy, status, record.version, decision.reason)
+        refusal = self._approval_refusal(client, model, record)
+        if refusal is not None:
+            self._tag_refused(client, model, record, refusal)
+            return self._refuse(policy, model, record.version, refusal)
+        approver = record.tags.get(names.T_APPROVED_BY, "")
         try:
             body = load_policy(client, record)
         except PolicyArtifactError as exc:
@@ -188,14 +208,45 @@ class Publisher:
                 model_name=model,
                 version=record.version,
                 actor=ACTOR,
-                reason=f"production moved to v{record.version}",
-                details={"offset": offset, "checksum": update.checksum},
+                reason=f"production moved to v{record.version}, approved by {approver}",
+                details={
+                    "offset": offset,
+                    "checksum": update.checksum,
+                    "approved_by": approver,
+                },
             )
         )
         self._refusals = {n for n in self._refusals if n[0] != policy}
         return PassResult(policy, "published", record.version, f"offset {offset}")
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _approval_refusal(self, client: Any, model: str, record: VersionRecord) -> str | None:
+        who = record.tags.get(names.T_APPROVED_BY, "")
+        automatic, level = False, None
+        if who in AUTOMATIC_ACTORS:
+            run = client.get_run(record.run_id) if record.run_id else None
+            params = {str(k): str(v) for k, v in (run.data.params if run else {}).items()}
+            automatic = automatic_registration(params)
+        elif who and who != self._mlflow.service_username:
+            level = self._permission_of(model, who)
+        return approver_refusal(
+            record.version,
+            model,
+            record.tags,
+            service_account=self._mlflow.service_username,
+            approver_level=level,
+            automatic=automatic,
+        )
+
+    def _tag_refused(self, client: Any, model: str, record: VersionRecord, reason: str) -> None:
+        if record.tags.get(names.T_PUBLISH_REFUSED) == reason:
+            return
+        try:
+            value = reason[: names.MAX_TAG_CHARS]
+            client.set_model_version_tag(model, str(record.version), names.T_PUBLISH_REFUSED, value)
+        except Exception as exc:  # noqa: BLE001  # the audit event and the log still say it
+            log.warning("%s v%d refused but not tagged: %s", model, record.version, exc)
 
     def _sign(self, policy: str, version: int, body: PolicyBody) -> ThresholdUpdate:
         now, kid = datetime.now(UTC), self._control.signing_key_id
@@ -317,6 +368,29 @@ def _signing_material(control: ControlSettings) -> Ed25519PrivateKey | None:
         return load_private_key(control.private_key_file)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _admin_permission_of(mlflow: MlflowSettings) -> PermissionOf:
+    """Ask MLflow, as its admin, what a user holds on a registered model.
+
+    MLflow shows a user's permissions only to admins (and to the user), so the
+    publisher needs the admin password; without it every approval by a person
+    is an error (retried each pass), never a publication.
+    """
+
+    def permission_of(model: str, user: str) -> str | None:
+        from pipeline.registry import auth
+
+        if mlflow.admin_password is None:
+            msg = (
+                f"cannot check whether {user} may approve {model}: no MLflow admin password "
+                "(PIPELINE_MLFLOW__ADMIN_PASSWORD, or the file `pipeline up` generated)"
+            )
+            raise PublishError(msg)
+        admin = auth.Login(mlflow.tracking_uri, mlflow.admin_username, mlflow.admin_password)
+        return auth.permission(admin, user, "registered_model", model)
+
+    return permission_of
 
 
 def run_publisher(

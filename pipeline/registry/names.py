@@ -66,6 +66,8 @@ T_ROLLBACK_OF: Final = "rollback_of"
 T_RESTORES: Final = "restores"
 T_PUBLISHED_AT: Final = "published_at"
 T_PUBLISHED_CHECKSUM: Final = "published_checksum"
+T_PUBLISH_REFUSED: Final = "publish_refused"
+"""Why the publisher refuses to publish the version (e.g. its approver is no reviewer)."""
 
 SEGMENT_METRIC_PREFIX: Final = "segment"
 MAX_NAME_CHARS: Final = 250  # MLflow's limit on metric and param keys

@@ -3,7 +3,9 @@
 `up` starts every service that is not already running, waits for all of them
 to answer, creates the topics, and on any failure stops exactly what it
 started, so nothing is left half-started. Before the warehouse's first start
-it generates the writer password (see :func:`ensure_warehouse_password`).
+it generates the writer password (see :func:`ensure_warehouse_password`);
+before MLflow's, its admin and service-account passwords, and once MLflow
+answers it creates the service account (see :mod:`pipeline.stack.mlflow_auth`).
 `down` stops only processes recorded in this state folder's pid files.
 """
 
@@ -22,7 +24,7 @@ from urllib.parse import urlsplit
 from pipeline.config import Settings, is_loopback, settings_env
 from pipeline.errors import ConfigError, StackError
 from pipeline.secret_store import ensure_secret
-from pipeline.stack import kafka
+from pipeline.stack import kafka, mlflow_auth
 from pipeline.stack.mlflow_store import ensure_database
 from pipeline.stack.process import PidRecord, ProcessTable, require_free_port, tail
 from pipeline.stack.topics import ensure_topics
@@ -50,6 +52,7 @@ class Service:
     ready: Callable[[], bool]
     prepare: Callable[[], object] | None = None  # runs before the first spawn
     env: tuple[tuple[str, str], ...] = ()  # extra environment for this service
+    secret_env: Callable[[], dict[str, str]] | None = None  # built at spawn, never shown
 
 
 def http_ok(url: str, timeout_s: float = 2.0) -> bool:
@@ -104,6 +107,7 @@ def services(settings: Settings) -> list[Service]:
             ports=((mhost, mport, "PIPELINE_MLFLOW__TRACKING_URI"),),
             argv=lambda: [
                 sys.executable, "-m", "mlflow", "server",
+                "--app-name", "basic-auth",
                 "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
                 "--artifacts-destination", str(mlflow_dir / "artifacts"),
                 "--serve-artifacts",
@@ -117,6 +121,8 @@ def services(settings: Settings) -> list[Service]:
             # features the policy registry never uses; on a 2-core machine that
             # costs seconds of start-up and gigabytes of memory.
             env=(("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),),
+            # The basic-auth app's configuration, admin password and CSRF key.
+            secret_env=lambda: mlflow_auth.server_env(settings),
         ),
     ]  # fmt: skip
 
@@ -165,6 +171,12 @@ def up(
             where = f"{settings.warehouse_password_path} (mode 0600, used by every writer)"
             report["warehouse writer password"] = f"generated in {where}"
             on_event(f"generated the warehouse writer password in {where}")
+    with_mlflow = only is None or "mlflow" in only
+    if with_mlflow:
+        settings, files = mlflow_auth.ensure_secrets(settings)
+        for path in files:
+            report[f"secret {Path(path).name}"] = f"generated in {path} (mode 0600)"
+            on_event(f"generated {path} (mode 0600)")
     chosen = [svc for svc in services(settings) if only is None or svc.name in only]
     try:
         for svc in chosen:
@@ -177,7 +189,8 @@ def up(
             if svc.prepare is not None:
                 svc.prepare()
             log = settings.state_dir / "logs" / f"{svc.name}.log"
-            env = {**_child_env(settings), **dict(svc.env)}
+            secret_env = svc.secret_env() if svc.secret_env is not None else {}
+            env = {**_child_env(settings), **dict(svc.env), **secret_env}
             record = table.spawn(svc.name, svc.argv(), log, env)
             started.append((svc, record))
             on_event(f"started {svc.name} (pid {record.pid}), waiting for it to answer")
@@ -186,6 +199,8 @@ def up(
             _wait_ready(svc, record, table, deadline)
             report[svc.name] = f"started (pid {record.pid})"
             on_event(f"{svc.name} is up at {svc.url}")
+        if with_mlflow:
+            report["mlflow accounts"] = mlflow_auth.ensure_service_account(settings)
         if any(svc.name == "kafka" for svc in chosen):
             for topic, state in ensure_topics(settings).items():
                 report[f"topic {topic}"] = state

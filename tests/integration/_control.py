@@ -73,6 +73,43 @@ def proposal(normal: float = 0.8, *, auto: bool = False, qa: float = 0.75) -> Po
     )
 
 
+_PASSWORDS: dict[tuple[str, str], SecretStr] = {}
+
+
+def mlflow_user(settings: Settings, name: str, *models: str) -> dict[str, str]:
+    """The MLflow user ``name`` (created once per server), reviewer of ``models``; its login env.
+
+    The admin of the session stack creates it with a random password and grants
+    it what ``pipeline reviewers add`` grants: MANAGE on each registered model
+    and EDIT on the experiment. With no ``models`` it only reads, like anyone.
+    The returned variables are how a reviewer logs in for the review commands.
+    """
+    from pipeline.registry import auth
+    from pipeline.secret_store import new_password
+    from pipeline.stack.mlflow_auth import admin_login
+
+    admin = admin_login(settings)
+    key = (settings.mlflow.tracking_uri, name)
+    if key not in _PASSWORDS:
+        _PASSWORDS[key] = new_password()
+        auth.create_user(admin, name, _PASSWORDS[key])
+    for model in models:
+        auth.grant(admin, name, "registered_model", model, "MANAGE")
+    if models:
+        found = auth.request(
+            admin,
+            "GET",
+            "/api/2.0/mlflow/experiments/get-by-name",
+            params={"experiment_name": settings.mlflow.experiment},
+        )
+        experiment = str(found["experiment"]["experiment_id"])
+        auth.grant(admin, name, "experiment", experiment, "EDIT")
+    return {
+        "MLFLOW_TRACKING_USERNAME": name,
+        "MLFLOW_TRACKING_PASSWORD": _PASSWORDS[key].get_secret_value(),
+    }
+
+
 def audit_events(kafka: KafkaSettings) -> list[AuditEvent]:
     """Every event on ``policy-audit``."""
     return [AuditEvent.from_bytes(raw) for raw in read_values(kafka, "policy-audit")]

@@ -28,7 +28,7 @@ from pipeline.publisher.config import ControlSettings
 from pipeline.publisher.service import Publisher
 from pipeline.registry.client import connect as mlflow_connect
 from pipeline.registry.versions import get_version, load_policy
-from tests.integration._control import exploration, insert, outcome, policy_cli
+from tests.integration._control import exploration, insert, mlflow_user, outcome, policy_cli
 from tests.integration.support import free_port, run_cli, write_policy_spec
 from tests.unit._optimizer_data import spec_with
 
@@ -252,11 +252,12 @@ def test_a_reviewer_approves_a_pending_version_as_a_canary_and_rejecting_it_roll
     assert (pending.status, pending.route, pending.version) == ("registered", "pending", 2)
 
     model = settings.control.model_name(policy)
-    who = ("--by", "ann", "--reason", "looks safe", "--model", model)
-    bad_share = policy_cli(settings, "approve", "2", "--canary", "1", *who)
+    who = ("--reason", "looks safe", "--model", model)
+    ann = mlflow_user(settings, "ann", model)
+    bad_share = policy_cli(settings, "approve", "2", "--canary", "1", *who, env=ann)
     assert bad_share.returncode != 0 and "--canary" in bad_share.stderr
     assert "Traceback" not in bad_share.stderr
-    done = policy_cli(settings, "approve", "candidate", "--canary", "0.25", *who)
+    done = policy_cli(settings, "approve", "candidate", "--canary", "0.25", *who, env=ann)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "canary on 25% of requests: production -> v3" in " ".join(done.stdout.split())
 
@@ -276,12 +277,11 @@ def test_a_reviewer_approves_a_pending_version_as_a_canary_and_rejecting_it_roll
     assert node.controller.snapshot.candidate_version == 2
 
     # The carrier is production now, so v2 is older than it: not approvable again.
-    again = policy_cli(settings, "approve", "2", "--canary", "0.25", *who)
+    again = policy_cli(settings, "approve", "2", "--canary", "0.25", *who, env=ann)
     assert again.returncode == 1 and "older than production" in again.stderr
 
-    rejected = policy_cli(
-        settings, "reject", "2", *("--by", "bob", "--reason", "no"), "--model", model
-    )
+    bob = mlflow_user(settings, "bob", model)
+    rejected = policy_cli(settings, "reject", "2", "--reason", "no", "--model", model, env=bob)
     assert rejected.returncode == 0, rejected.stderr
     checked = check_canary(settings, spec)
     assert checked.action == "rolled_back" and "rejected by a reviewer" in checked.detail

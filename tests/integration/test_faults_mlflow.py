@@ -29,6 +29,7 @@ from pipeline.config import Settings
 from pipeline.publisher.config import ControlSettings
 from pipeline.publisher.service import Publisher
 from pipeline.registry.client import connect as mlflow_connect
+from pipeline.registry.client import ensure_experiment
 from pipeline.registry.policies import register_proposal
 from tests.integration._control import control_updates, proposal
 from tests.integration.support import (
@@ -103,7 +104,8 @@ def test_a_version_registered_without_its_review_tags_is_never_published(
     model = f"test-half-{uuid.uuid4().hex[:12]}"
     ml = mlflow_connect(settings.mlflow)
     ml.create_registered_model(model)
-    run = ml.create_run(ml.get_experiment_by_name("Default").experiment_id)
+    # In the pipeline's experiment: the service account reads "Default" only (MLflow auth).
+    run = ml.create_run(ensure_experiment(ml, settings.mlflow.experiment))
     ml.create_model_version(model, f"runs:/{run.info.run_id}/policy", run.info.run_id)
     ml.set_registered_model_alias(model, "production", "1")
     publisher = publisher_of(settings, model)

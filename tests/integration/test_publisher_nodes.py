@@ -21,6 +21,7 @@ from tests.integration._control import (
     acks_matching,
     audit_events,
     control_updates,
+    mlflow_user,
     policy_cli,
     proposal,
     proposal_body,
@@ -96,6 +97,8 @@ def test_approve_publish_apply_restart_and_rollback(
     publisher = make_publisher()
 
     register_proposal(ml, proposal(0.8), experiment=experiment, model_name=model_name)
+    for reviewer in ("ann", "bob"):  # the names the approvals below record
+        mlflow_user(isolated, reviewer, model_name)
     assert status(publisher.run_once()) == [("idle", None)]  # pending: nothing in production
     assert publisher.published == {}
 

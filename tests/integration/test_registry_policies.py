@@ -14,7 +14,13 @@ import pytest
 from pipeline.config import Settings
 from pipeline.registry.policies import register_proposal
 from pipeline.registry.versions import aliases, get_version, list_versions, load_policy
-from tests.integration._control import audit_events, policy_cli, proposal, proposal_body
+from tests.integration._control import (
+    audit_events,
+    mlflow_user,
+    policy_cli,
+    proposal,
+    proposal_body,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -136,11 +142,12 @@ def test_review_commands_record_tags_and_audit_events(
     assert diffed.returncode == 0, diffed.stderr
     assert "threshold.normal" in diffed.stdout and "-0.1" in diffed.stdout
 
+    ann = mlflow_user(settings, "ann", model_name)
     missing = policy_cli(settings, "approve", "candidate", "--model", model_name)
-    assert missing.returncode != 0 and "by" in missing.stderr  # --by is required
+    assert missing.returncode != 0 and "reason" in missing.stderr  # --reason is required
 
     approved = policy_cli(
-        settings, "approve", "candidate", "--by", "ann", "--reason", "EM ok", "--model", model_name
+        settings, "approve", "candidate", "--reason", "EM ok", "--model", model_name, env=ann
     )
     assert approved.returncode == 0, approved.stderr
     v2 = get_version(ml, model_name, 2)
@@ -152,9 +159,8 @@ def test_review_commands_record_tags_and_audit_events(
     assert "approved_at" in v2.tags and v2.tags["who"] == "ann"
     assert aliases(ml, model_name)["production"] == 2
 
-    again = policy_cli(
-        settings, "approve", "1", "--by", "bob", "--reason", "x", "--model", model_name
-    )
+    bob = mlflow_user(settings, "bob", model_name)
+    again = policy_cli(settings, "approve", "1", "--reason", "x", "--model", model_name, env=bob)
     assert again.returncode == 1
     assert "error:" in again.stderr and "auto_approved" in again.stderr
     assert "Traceback" not in again.stderr
@@ -165,8 +171,9 @@ def test_review_commands_record_tags_and_audit_events(
 
 
 def test_reject_drops_the_candidate_alias(two_versions: Settings, ml: Any, model_name: str) -> None:
+    ann = mlflow_user(two_versions, "ann", model_name)
     done = policy_cli(
-        two_versions, "reject", "2", "--by", "ann", "--reason", "too bold", "--model", model_name
+        two_versions, "reject", "2", "--reason", "too bold", "--model", model_name, env=ann
     )
     assert done.returncode == 0, done.stderr
     v2 = get_version(ml, model_name, 2)
@@ -177,7 +184,7 @@ def test_reject_drops_the_candidate_alias(two_versions: Settings, ml: Any, model
     )
     assert aliases(ml, model_name) == {"production": 1}
     production = policy_cli(
-        two_versions, "reject", "1", "--by", "a", "--reason", "b", "--model", model_name
+        two_versions, "reject", "1", "--reason", "b", "--model", model_name, env=ann
     )
     assert production.returncode == 1 and "rollback" in production.stderr
     assert [e.action for e in audit_events(two_versions.kafka)] == ["rejected"]
@@ -187,11 +194,10 @@ def test_rollback_registers_a_new_version_that_restores_the_old_policy(
     two_versions: Settings, ml: Any, model_name: str, tmp_path: Path
 ) -> None:
     settings = two_versions
-    policy_cli(settings, "approve", "2", "--by", "ann", "--reason", "go", "--model", model_name)
+    ann, bob = (mlflow_user(settings, name, model_name) for name in ("ann", "bob"))
+    policy_cli(settings, "approve", "2", "--reason", "go", "--model", model_name, env=ann)
 
-    done = policy_cli(
-        settings, "rollback", "--by", "bob", "--reason", "EM fell", "--model", model_name
-    )
+    done = policy_cli(settings, "rollback", "--reason", "EM fell", "--model", model_name, env=bob)
 
     assert done.returncode == 0, done.stderr
     assert "new v3 restores the policy of v1" in done.stdout

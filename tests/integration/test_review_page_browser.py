@@ -1,11 +1,15 @@
 """A proposal's review page in the MLflow UI's artifact view, in a real (headless) Chromium.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``make test`` installs them
-when it runs as root); without them the test fails, it never skips.
+when it runs as root); without them the test fails, it never skips. MLflow
+asks every request for a basic-auth login: the browser sends an analyst's
+(an MLflow user with no grant, so READ only) on every request it makes,
+through the DevTools protocol, as a reviewer's browser would after its login.
 """
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +31,7 @@ from pipeline.optimizer import ExplorationBatch, Trajectory, load_spec, optimize
 from pipeline.registry.policies import register_proposal
 from pipeline.registry.review_page import verdict
 from pipeline.sim import sample_segment, scenario
+from tests.integration._control import mlflow_user
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +47,16 @@ def _batch(key: str, n: int) -> ExplorationBatch:
     return ExplorationBatch.from_trajectories(
         Trajectory(lat.tokens, lat.confidence, lat.correct, lat.correct[-1], lat.tokens[-1])
         for lat in sample_segment(scenario("standard"), key, 5, n)
+    )
+
+
+def _log_in(browser: webdriver.Chrome, env: dict[str, str]) -> None:
+    """Send this basic-auth login with every request of the page (and its frames)."""
+    login = f"{env['MLFLOW_TRACKING_USERNAME']}:{env['MLFLOW_TRACKING_PASSWORD']}"
+    token = base64.b64encode(login.encode()).decode()
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd(
+        "Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}}
     )
 
 
@@ -94,6 +109,7 @@ def test_the_review_page_renders_in_the_mlflow_artifact_view(
     base = ml.tracking_uri.rstrip("/")
     url = f"{base}/#/experiments/{experiment_id}/runs/{done.run_id}/artifacts/review/review.html"
 
+    _log_in(browser, mlflow_user(isolated, "analyst"))
     browser.get(url)
     wait = WebDriverWait(browser, WAIT_S)
     try:

@@ -9,6 +9,7 @@ covered too. None of the values may appear in stdout or stderr.
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 
 import pytest
@@ -68,16 +69,79 @@ def test_no_command_prints_a_secret(stack: Settings) -> None:
     assert "PIPELINE_CLICKHOUSE__URL" in runs["bad setting"].stderr + runs["bad setting"].stdout
 
 
+def generated_secrets(stack: Settings) -> dict[str, str]:
+    """Every secret `pipeline up` generated for the session stack, by file name."""
+    folder = stack.state_dir / "secrets"
+    return {p.name: p.read_text().strip() for p in folder.iterdir()}
+
+
 def test_service_logs_hold_no_secret(stack: Settings) -> None:
     logs = sorted((stack.state_dir / "logs").iterdir())
     assert {p.name for p in logs} >= {"kafka.log", "clickhouse.log", "mlflow.log"}
-    password = stack.clickhouse.password.get_secret_value()
+    generated = generated_secrets(stack)
+    assert len(generated) == 4  # the warehouse writer's and MLflow's three
     for log in logs:
         text = log.read_text(errors="replace")
         for secret in SECRETS:
             assert secret not in text, log
-        if password:
-            assert password not in text, log
+        for name, value in generated.items():
+            assert value not in text, f"{log} holds {name}"
+
+
+def test_the_mlflow_secrets_are_0600_and_never_printed(stack: Settings) -> None:
+    folder = stack.state_dir / "secrets"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    generated = generated_secrets(stack)
+    assert set(generated) == {
+        "clickhouse-writer-password",
+        "mlflow-admin-password",
+        "mlflow-controller-password",
+        "mlflow-flask-secret-key",
+    }
+    for name in generated:
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o600, name
+    auth_db = stack.state_dir / "mlflow" / "basic_auth.db"  # the users' password hashes
+    assert stat.S_IMODE(auth_db.stat().st_mode) == 0o600
+    assert "admin_password" not in (stack.state_dir / "mlflow" / "basic_auth.ini").read_text()
+
+    # As an operator runs them: nothing in the environment, the stored files are read.
+    unset = stack.model_copy(
+        update={
+            "mlflow": stack.mlflow.model_copy(
+                update={"username": None, "password": None, "admin_password": None}
+            )
+        }
+    )
+    dead = f"http://127.0.0.1:{free_port()}"
+    wrong = {"MLFLOW_TRACKING_USERNAME": "nobody", "MLFLOW_TRACKING_PASSWORD": "wrong-pw-7f3a"}
+    runs = {
+        "up, already running": run_cli(unset, "up"),
+        "status": run_cli(unset, "status"),
+        "status --json": run_cli(unset, "status", "--json"),
+        "policy list": run_cli(unset, "policy", "list", "--model", "no-such-model"),
+        "policy list, MLflow away": run_cli(
+            unset, "policy", "list", env={"PIPELINE_MLFLOW__TRACKING_URI": dead}
+        ),
+        "approve, wrong login": run_cli(
+            unset, "policy", "approve", "1", "--reason", "x", "--model", "m", env=wrong
+        ),
+        "reviewers add, MLflow away": run_cli(
+            unset, "reviewers", "add", "zed", env={"PIPELINE_MLFLOW__TRACKING_URI": dead}
+        ),
+    }
+    for name, done in runs.items():
+        output = done.stdout + done.stderr
+        for secret_name, value in generated.items():
+            assert value not in output, f"{name} printed {secret_name}:\n{output}"
+        assert "wrong-pw-7f3a" not in output, name
+        assert "Traceback" not in output, f"{name}:\n{output}"
+    assert runs["up, already running"].returncode == 0, runs["up, already running"].stderr
+    assert "pipeline-controller: present" in runs["up, already running"].stdout
+    assert runs["status"].returncode == 0
+    assert runs["policy list"].returncode == 0, runs["policy list"].stderr
+    assert runs["approve, wrong login"].returncode == 1
+    assert "refused the login of 'nobody'" in runs["approve, wrong login"].stderr
+    assert runs["reviewers add, MLflow away"].returncode == 1
 
 
 def test_the_generated_warehouse_password_is_never_printed(stack: Settings) -> None:

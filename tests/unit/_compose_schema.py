@@ -44,6 +44,9 @@ ONE_SHOTS = frozenset({"kafka-init", "migrate"})
 SAMPLE_ENV = {
     "PIPELINE_CLICKHOUSE__PASSWORD": "sample-clickhouse-pw",
     "MLFLOW_DB_PASSWORD": "sample-postgres-pw",
+    "MLFLOW_ADMIN_PASSWORD": "sample-mlflow-admin-pw",
+    "PIPELINE_MLFLOW__PASSWORD": "sample-mlflow-service-pw",
+    "MLFLOW_FLASK_SECRET_KEY": "sample-mlflow-csrf-key",
 }
 
 # --- interpolation -------------------------------------------------------------------

@@ -221,7 +221,10 @@ def check_one_environment(compose: Compose) -> None:
     shared = compose.x_pipeline_env
     own = {"PIPELINE_KAFKA__CLIENT_ID"}  # the one setting that names the service
     for name, env in envs.items():
-        keys = (shared.keys() | env.keys()) - own
+        # The MLflow admin password reaches the controller only (least privilege).
+        mine = own | ({"PIPELINE_MLFLOW__ADMIN_PASSWORD"} if name == "controller" else set())
+        assert "PIPELINE_MLFLOW__ADMIN_PASSWORD" not in shared
+        keys = (shared.keys() | env.keys()) - mine
         differing = {k for k in keys if env.get(k) != shared.get(k)}
         assert not differing, f"{name} diverges from x-pipeline-env in {sorted(differing)}"
 

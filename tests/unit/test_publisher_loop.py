@@ -34,6 +34,11 @@ class Missing(Exception):
     error_code = "RESOURCE_DOES_NOT_EXIST"
 
 
+def reviewers(model: str, user: str) -> str | None:
+    """ann reviews the default policy; nobody else exists."""
+    return "EDIT" if (model, user) == ("earlystop-policy-default", "ann") else None
+
+
 class FakeRegistry:
     tracking_uri = "http://fake"
 
@@ -42,7 +47,7 @@ class FakeRegistry:
         self.alias: dict[str, int] = {}
 
     def add(self, version: int, state: str = "approved", status: str = "READY") -> None:
-        tags = {"review_state": state, "policy_name": "default"}
+        tags = {"review_state": state, "policy_name": "default", "approved_by": "ann"}
         self.versions[version] = {"status": status, "tags": tags}
 
     def get_registered_model(self, name: str) -> Any:
@@ -114,7 +119,12 @@ def publisher(registry: FakeRegistry, audit: list[AuditEvent] | None = None) -> 
     )
     sink = audit.append if audit is not None else None
     return pub.Publisher(
-        KafkaSettings(), MlflowSettings(), control, audit=sink, connect=lambda _: registry
+        KafkaSettings(),
+        MlflowSettings(),
+        control,
+        audit=sink,
+        connect=lambda _: registry,
+        permission_of=reviewers,
     )
 
 
@@ -227,7 +237,9 @@ def test_mlflow_away_skips_the_pass_and_reconnects(world: tuple[FakeRegistry, Fa
         return registry
 
     control = ControlSettings.model_validate({"algorithm": "hmac-sha256", "signing_key": KEY})
-    p = pub.Publisher(KafkaSettings(), MlflowSettings(), control, connect=connect)
+    p = pub.Publisher(
+        KafkaSettings(), MlflowSettings(), control, connect=connect, permission_of=reviewers
+    )
     outcome = p.run_once()[0]
     assert (outcome.status, "not reachable" in outcome.detail) == ("error", True)
     up["ok"] = True
@@ -275,3 +287,58 @@ def test_the_loop_survives_a_failing_pass(
 def test_a_publisher_without_a_signing_key_does_not_start() -> None:
     with pytest.raises(ConfigError, match="SIGNING_KEY"):
         pub.Publisher(KafkaSettings(), MlflowSettings(), ControlSettings())
+
+
+def test_an_approval_counts_only_from_a_reviewer_or_the_controllers_own_registration(
+    world: tuple[FakeRegistry, FakeTopic],
+) -> None:
+    registry, topic = world
+    audit: list[AuditEvent] = []
+    p = publisher(registry, audit)
+    registry.add(1)
+    registry.versions[1]["tags"]["approved_by"] = "mallory"  # set by hand: no such user
+    registry.alias["production"] = 1
+    outcome = p.run_once()[0]
+    assert (outcome.status, outcome.version) == ("refused", 1)
+    assert "not an MLflow user" in outcome.detail
+    assert registry.versions[1]["tags"]["publish_refused"] == outcome.detail
+    assert [e.action for e in audit] == ["publish_refused"]
+    assert topic.updates == []
+
+    registry.add(2)
+    registry.versions[2]["tags"]["approved_by"] = "pipeline-controller"  # the service account
+    registry.alias["production"] = 2
+    assert "only automatically" in p.run_once()[0].detail
+
+    registry.add(3)
+    registry.alias["production"] = 3  # approved by ann, a reviewer
+    assert statuses(p.run_once()) == [("published", 3)]
+    assert audit[-1].action == "published" and audit[-1].details["approved_by"] == "ann"
+
+
+@pytest.mark.parametrize(
+    ("tags", "level", "automatic", "refused"),
+    [
+        ({"approved_by": "ann"}, "EDIT", False, None),
+        ({"approved_by": "ann"}, "MANAGE", False, None),
+        ({"approved_by": "ann"}, "READ", False, "not the reviewer permission"),
+        ({"approved_by": "ann"}, None, False, "not an MLflow user"),
+        ({}, None, False, "records no approver"),
+        ({"approved_by": "auto"}, None, True, None),
+        ({"approved_by": "controller"}, None, True, None),
+        ({"approved_by": "auto"}, None, False, "no automatic registration"),
+        ({"approved_by": "svc"}, "MANAGE", False, "only automatically"),
+    ],
+)
+def test_approver_rules(
+    tags: dict[str, str], level: str | None, automatic: bool, refused: str | None
+) -> None:
+    from pipeline.publisher.gate import approver_refusal, automatic_registration
+
+    why = approver_refusal(
+        7, "m", tags, service_account="svc", approver_level=level, automatic=automatic
+    )
+    assert (why is None) if refused is None else (refused in (why or ""))
+    assert automatic_registration({"auto_approve": "True"})
+    assert automatic_registration({"canary_of": "3"})
+    assert not automatic_registration({"auto_approve": "False"})
