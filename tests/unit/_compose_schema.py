@@ -43,6 +43,7 @@ ONE_SHOTS = frozenset({"kafka-init", "migrate"})
 # The values a user puts into .env; never real secrets.
 SAMPLE_ENV = {
     "PIPELINE_CLICKHOUSE__PASSWORD": "sample-clickhouse-pw",
+    "CLICKHOUSE_ANALYST_PASSWORD": "sample-clickhouse-analyst-pw",
     "MLFLOW_DB_PASSWORD": "sample-postgres-pw",
     "MLFLOW_ADMIN_PASSWORD": "sample-mlflow-admin-pw",
     "PIPELINE_MLFLOW__PASSWORD": "sample-mlflow-service-pw",

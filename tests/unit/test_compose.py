@@ -323,3 +323,29 @@ def test_env_example_covers_every_required_variable(raw: dict[str, Any]) -> None
     assert {name for name in required if not listed.get(name)} == set()
     stale = listed.keys() - refs.keys()
     assert not stale, f"env.example lists variables compose never reads: {sorted(stale)}"
+
+
+def test_analysts_get_a_read_only_clickhouse_account(compose: Compose) -> None:
+    import xml.etree.ElementTree as ET  # noqa: S405  # our own file, not untrusted input
+
+    from tests.unit._compose_schema import ROOT
+
+    clickhouse = compose.services["clickhouse"]
+    mounts = {m.target: m for m in clickhouse.volumes}
+    mount = mounts["/etc/clickhouse-server/users.d/analyst.xml"]
+    assert mount.type == "bind" and mount.read_only
+    assert mount.source == "./infra/clickhouse/users.d/analyst.xml"
+    root = ET.parse(ROOT / mount.source).getroot()  # noqa: S314
+    user = root.find("users/analyst")
+    assert user is not None
+    # The password comes from the server's environment, which compose fills from .env.
+    password = user.find("password")
+    assert password is not None and not (password.text or "").strip()
+    assert password.get("from_env") == "CLICKHOUSE_ANALYST_PASSWORD"
+    assert (
+        clickhouse.environment["CLICKHOUSE_ANALYST_PASSWORD"]
+        == (SAMPLE_ENV["CLICKHOUSE_ANALYST_PASSWORD"])
+    )
+    profile = root.find(f"profiles/{user.findtext('profile')}")
+    assert profile is not None and profile.findtext("readonly") in {"1", "2"}
+    assert user.findtext("access_management") == "0"
