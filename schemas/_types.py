@@ -6,6 +6,7 @@ in the exported JSON Schema and for producers written in other languages.
 
 from __future__ import annotations
 
+import operator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
@@ -57,9 +58,9 @@ TIMESTAMP_MAX = datetime(2298, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone(time
 """The latest instant of a :data:`Timestamp` (2299-01-01T13:59:59.999999Z)."""
 
 
-def _to_utc(value: datetime) -> datetime:
-    # One representation per instant: equal instants serialise (and hash) alike.
-    return value.astimezone(UTC)
+_to_utc = operator.methodcaller("astimezone", UTC)
+"""``value.astimezone(UTC)``: one representation per instant, so equal instants serialise
+(and hash) alike. A C callable: pydantic-core calls it without a Python frame."""
 
 
 def _timestamp_bounds() -> dict[str, Any]:
