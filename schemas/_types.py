@@ -148,7 +148,11 @@ Count = Annotated[int, Field(ge=0, le=MAX_INT64)]
 Version = Annotated[int, Field(ge=1, le=MAX_INT64)]
 """A version number, starting at 1."""
 
-Timestamp = Annotated[datetime, _TimestampSchema()]
+Timestamp = Annotated[
+    datetime,
+    Field(ge=TIMESTAMP_MIN, le=TIMESTAMP_MAX),  # the bounds as metadata, for readers of the type
+    _TimestampSchema(),  # last: the schema that validates (it applies the same bounds)
+]
 """A timezone-aware instant, normalised to UTC; naive datetimes are refused.
 
 In JSON, :data:`TIMESTAMP_PATTERN` (years 1901 to 2298 as written); as a Python
