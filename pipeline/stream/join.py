@@ -33,6 +33,7 @@ stores them as they are instead of serialising the model again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -57,6 +58,10 @@ __all__ = [
 
 MAX_INPUTS_PER_REQUEST = 1024
 """Distinct inputs one entry absorbs; more are refused so one key cannot grow without bound."""
+
+_validate_outcome: Callable[[dict[str, object]], Outcome] = (
+    Outcome.__pydantic_validator__.validate_python
+)
 
 StepKind = Literal["pending", "emitted", "duplicate", "overflow"]
 ExpiryKind = Literal["open", "joined", "unlabeled", "orphan_label", "orphan_feedback"]
@@ -105,17 +110,20 @@ def build_outcome(state: JoinState, now: datetime, *, labeled: bool) -> Outcome:
             raise ValueError(msg)
         scores = score(event, state.label)
         em, em_full, points = scores.em, scores.em_full, scores.checkpoint_em
-    return Outcome(
-        request_id=event.request_id,
-        event=event,
-        labeled=labeled,
-        em=em,
-        em_full=em_full,
-        checkpoint_em=points,
-        feedback_count=len(state.feedback),
-        negative_feedback=sum(1 for _, rating in state.feedback if rating < 0),
-        version=state.version,
-        joined_at=now,
+    feedback = state.feedback
+    return _validate_outcome(
+        {  # Outcome(**fields) without BaseModel.__init__'s Python frame
+            "request_id": event.request_id,
+            "event": event,
+            "labeled": labeled,
+            "em": em,
+            "em_full": em_full,
+            "checkpoint_em": points,
+            "feedback_count": len(feedback),
+            "negative_feedback": sum(1 for _, rating in feedback if rating < 0) if feedback else 0,
+            "version": state.version,
+            "joined_at": now,
+        }
     )
 
 

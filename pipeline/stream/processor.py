@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, cast
 
 from pydantic import ValidationError
 
@@ -135,6 +135,8 @@ _STEPS = {
     for kind in ("pending", "emitted", "duplicate", "overflow")
 }
 _JOINED = _series("stream_outcomes_total", reason="joined")
+_DUPLICATE, _UNREAD = object(), object()
+"""What :meth:`Processor._kept` says besides a state: a redelivery, or no state read."""
 
 
 class Processor:
@@ -173,7 +175,8 @@ class Processor:
         outcomes, load = out.outcomes, self._load
         for record in records:
             counts[_RECORDS[record.source]] += 1
-            if self._redelivered(record, changed):
+            seen = self._kept(record, changed)
+            if seen is _DUPLICATE:
                 counts[_STEPS[record.source, "duplicate"]] += 1
                 continue
             try:
@@ -184,7 +187,10 @@ class Processor:
                 out.dead_letters.append(self._dead_letter(record, exc, now))
                 continue
             key = message.request_id
-            state = changed[key] if key in changed else load(key)
+            if seen is _UNREAD:
+                state = changed[key] if key in changed else load(key)
+            else:  # decode checked that the record's key is this request_id
+                state = cast("join.JoinState | None", seen)
             shard = record.partition
             if isinstance(message, InferenceEvent):
                 step = join.on_event(state, message, shard=shard, now=now, raw=record.value or b"")
@@ -206,27 +212,33 @@ class Processor:
         self.metrics.add(counts)
         return out
 
-    def _redelivered(self, record: InputRecord, changed: dict[str, join.JoinState]) -> bool:
-        """True for the very bytes of the event or label its state keeps: a duplicate.
+    def _kept(
+        self, record: InputRecord, changed: dict[str, join.JoinState]
+    ) -> join.JoinState | None | object:
+        """The state of the record's key, read once for the whole record.
 
-        Those bytes passed :func:`decode` under this key, and their id is in the
-        state, so decoding them again could only end in ``"duplicate"``.
+        :data:`_DUPLICATE` when the record is the very bytes of the event or
+        label its state keeps: those passed :func:`decode` under this key and
+        their id is in the state, so decoding them again could only end in
+        ``"duplicate"``. :data:`_UNREAD` when the state was not read (no key
+        that decodes, feedback, or a state that cannot be read: the usual path
+        reports it). Otherwise the state (None: no entry yet).
         """
         value, key = record.value, record.key
-        if not value or key is None or record.source == "user-feedback":
-            return False
+        if not value or key is None:
+            return _UNREAD
         try:
             request_id = key.decode()
         except UnicodeDecodeError:
-            return False
+            return _UNREAD
         try:
             state = changed[request_id] if request_id in changed else self._load(request_id)
         except JoinStateError:
-            return False  # decided on the usual path, which reports it
-        if state is None:
-            return False
+            return _UNREAD  # decided on the usual path, which reports it
+        if state is None or record.source == "user-feedback":
+            return state
         kept = state.event_raw if record.source == "inference-events" else state.label_raw
-        return kept == value
+        return _DUPLICATE if kept == value else state
 
     def _load(self, key: str) -> join.JoinState | None:
         raw = self.store.get(key)
