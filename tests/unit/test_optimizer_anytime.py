@@ -194,7 +194,11 @@ def test_a_pool_interleaves_its_segments_so_an_easy_one_cannot_certify_a_hard_mi
     assert any(blocked.curve.signed_drop()[j] > eps + 0.01 for j in blocked.deployable(eps))
 
 
-def test_a_segment_drifting_inside_a_pool_restarts_alone_and_goes_safe() -> None:
+def _stationary_book(rng: np.random.Generator):  # type: ignore[no-untyped-def]
+    """Three segments after 3 stationary cycles of 600 samples each: spec, book, policy.
+
+    The qa segments are served from the qa pool (min_samples 3000); no restart happens.
+    """
     from pipeline.optimizer import optimize
     from pipeline.optimizer.certify import CertificateBook, advance
     from tests.unit._optimizer_data import SegmentModel, spec_with
@@ -204,14 +208,23 @@ def test_a_segment_drifting_inside_a_pool_restarts_alone_and_goes_safe() -> None
         min_samples=3000,
         risk={"method": "anytime", "loss": "signed", "split": "none"},
     )
-    rng = np.random.default_rng(11)
     keys = ["acme/qa/short", "globex/qa/short", "acme/math/short"]
     book, body = CertificateBook.empty(spec), None
-    for _ in range(3):  # stationary: 1,800 samples each, the qa segments use the qa pool
+    for _ in range(3):
         book, events = advance(book, spec, {k: SegmentModel().sample(600, rng) for k in keys},
                                current=body)  # fmt: skip
         body = optimize(spec, {}, current=body, book=book).body
         assert not events
+    return spec, book, body
+
+
+def test_a_segment_drifting_inside_a_pool_restarts_alone_and_goes_safe() -> None:
+    from pipeline.optimizer import optimize
+    from pipeline.optimizer.certify import advance
+    from tests.unit._optimizer_data import SegmentModel
+
+    rng = np.random.default_rng(11)
+    spec, book, body = _stationary_book(rng)
     drifting = optimize(spec, {}, current=body, book=book).decision("acme/qa/short", "normal")
     assert drifting.population == "qa" and drifting.threshold < 1.0
     drifted = {
@@ -233,22 +246,11 @@ def test_a_segment_drifting_inside_a_pool_restarts_alone_and_goes_safe() -> None
 def test_a_new_epoch_starts_with_the_rows_after_the_alarm() -> None:
     import re
 
-    from pipeline.optimizer import optimize
-    from pipeline.optimizer.certify import CertificateBook, advance
-    from tests.unit._optimizer_data import SegmentModel, spec_with
+    from pipeline.optimizer.certify import advance
+    from tests.unit._optimizer_data import SegmentModel
 
-    spec = spec_with(
-        max_step=1.0,
-        min_samples=3000,
-        risk={"method": "anytime", "loss": "signed", "split": "none"},
-    )
     rng = np.random.default_rng(11)
-    keys = ["acme/qa/short", "globex/qa/short", "acme/math/short"]
-    book, body = CertificateBook.empty(spec), None
-    for _ in range(3):
-        book, _ = advance(book, spec, {k: SegmentModel().sample(600, rng) for k in keys},
-                          current=body)  # fmt: skip
-        body = optimize(spec, {}, current=body, book=book).body
+    spec, book, body = _stationary_book(rng)
     drifted = {
         "acme/qa/short": SegmentModel(mu=2.0, tau=0.8).sample(400, rng),
         "globex/qa/short": SegmentModel().sample(400, rng),
