@@ -38,6 +38,7 @@ SegmentKey = Annotated[
 
 ScheduleStep = Annotated[tuple[TokenCount, Confidence], LaxTuple]
 """``(from_tokens, threshold)``: from that many tokens on, this threshold applies."""
+Schedule = Annotated[tuple[ScheduleStep, ...], LaxTuple, Field(max_length=MAX_SCHEDULE_STEPS)]
 
 
 class SegmentPolicy(Part):
@@ -52,11 +53,13 @@ class SegmentPolicy(Part):
     """No early stop before this many tokens."""
     token_budget: TokenBudget
     """Generation budget in tokens."""
-    schedule: Annotated[
-        tuple[ScheduleStep, ...], LaxTuple, Field(max_length=MAX_SCHEDULE_STEPS)
-    ] = ()
+    schedule: Schedule = ()
     """Optional steps, strictly increasing in ``from_tokens``; once a step
     applies, its threshold replaces the load-mode threshold."""
+    schedules: Annotated[dict[LoadMode, Schedule], Field(max_length=3)] = {}
+    """Steps of one load mode, used in that mode instead of ``schedule`` (same
+    rules). Left out of the JSON when empty, so a policy that does not use it
+    has the same bytes, checksum and signature as before."""
     exploration_share: Annotated[float | None, Field(ge=0.0, le=0.5, allow_inf_nan=False)] = None
     """Share of this key's requests run to the natural end (None: the policy's
     ``exploration_share``). Left out of the JSON when None, so a policy that
@@ -65,8 +68,11 @@ class SegmentPolicy(Part):
     @model_serializer(mode="wrap")
     def _omit_unset_share(self, handler: SerializerFunctionWrapHandler) -> Any:
         data = handler(self)
-        if isinstance(data, dict) and data.get("exploration_share", 0) is None:
-            del data["exploration_share"]
+        if isinstance(data, dict):
+            if data.get("exploration_share", 0) is None:
+                del data["exploration_share"]
+            if data.get("schedules", 0) == {}:
+                del data["schedules"]
         return data
 
     @model_validator(mode="after")
@@ -77,10 +83,11 @@ class SegmentPolicy(Part):
         if self.min_tokens > self.token_budget:
             msg = "min_tokens exceeds token_budget"
             raise ValueError(msg)
-        starts = [start for start, _ in self.schedule]
-        if any(a >= b for a, b in pairwise(starts)):
-            msg = "schedule steps must be sorted by strictly increasing from_tokens"
-            raise ValueError(msg)
+        for steps in (self.schedule, *self.schedules.values()):
+            starts = [start for start, _ in steps]
+            if any(a >= b for a, b in pairwise(starts)):
+                msg = "schedule steps must be sorted by strictly increasing from_tokens"
+                raise ValueError(msg)
         return self
 
     def threshold_at(self, tokens: int, mode: LoadMode = "normal") -> float | None:
@@ -92,12 +99,13 @@ class SegmentPolicy(Part):
 
         Returns:
             None before ``min_tokens`` (no early stop); otherwise the last
-            schedule step reached, or else the load-mode threshold.
+            step reached of the mode's schedule (``schedules[mode]``, else
+            ``schedule``), or else the load-mode threshold.
         """
         if tokens < self.min_tokens:
             return None
         threshold = self.thresholds.get(mode, self.thresholds["normal"])
-        for start, step_threshold in self.schedule:
+        for start, step_threshold in self.schedules.get(mode, self.schedule):
             if start > tokens:
                 break
             threshold = step_threshold

@@ -42,16 +42,14 @@ def compile_segment(key: str, policy: SegmentPolicy, exploration_share: float) -
 
     ``exploration_share`` is the policy's, used when the segment sets none.
     """
-    starts = tuple(start for start, _ in policy.schedule)
-    steps = tuple(threshold for _, threshold in policy.schedule)
     normal = policy.thresholds["normal"]
     modes = tuple(
         Rule(
             threshold=policy.thresholds.get(mode, normal),
             min_tokens=policy.min_tokens,
             token_budget=policy.token_budget,
-            step_starts=starts,
-            step_thresholds=steps,
+            step_starts=tuple(start for start, _ in policy.schedules.get(mode, policy.schedule)),
+            step_thresholds=tuple(t for _, t in policy.schedules.get(mode, policy.schedule)),
         )
         for mode in LOAD_MODES
     )

@@ -182,7 +182,8 @@ def bounds_problem(body: PolicyBody, limits: Limits) -> str | None:
                 )
             if policy.min_tokens > policy.token_budget:
                 return f"{label}segment {key!r}: min_tokens exceeds token_budget"
-            thresholds = [*policy.thresholds.values(), *(t for _, t in policy.schedule)]
+            steps = [*policy.schedule, *(s for mode in policy.schedules.values() for s in mode)]
+            thresholds = [*policy.thresholds.values(), *(t for _, t in steps)]
             if any(not 0.0 <= t <= 1.0 for t in thresholds):
                 return f"{label}segment {key!r}: a threshold is outside [0, 1]"
     return None

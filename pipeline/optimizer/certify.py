@@ -33,7 +33,7 @@ with it, and the detector revokes it quickly when they do not.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -46,7 +46,13 @@ from pipeline.optimizer.anytime import (
     candidate_order,
     fixed_sequence,
 )
-from pipeline.optimizer.curve import Curve, ExplorationBatch, evaluate, request_losses
+from pipeline.optimizer.curve import (
+    Curve,
+    ExplorationBatch,
+    Shape,
+    evaluate,
+    request_losses,
+)
 from pipeline.optimizer.errors import OptimizerError
 from pipeline.optimizer.feed import interleave
 from pipeline.optimizer.shift import ShiftDetector
@@ -56,6 +62,30 @@ from schemas import GLOBAL_SEGMENT, LoadMode, PolicyBody, segment_ancestors
 MODES: tuple[LoadMode, ...] = ("offpeak", "normal", "peak")
 FORMAT = 1
 """Version of :meth:`CertificateBook.to_json`'s layout."""
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Chain:
+    """A one-step schedule's candidates at one ε, certified beside the plain thresholds.
+
+    Candidate ``θ`` of the grid is the schedule ``θ`` before ``shape[0]`` tokens and
+    ``after_step(θ, shape)`` from then on. The shape was chosen on the epoch's
+    selection rows, which are never fed to ``state``; the chain sees the rows
+    after them, so its e-processes start from wealth 1 on data the choice never saw.
+
+    Attributes:
+        shape: ``(from_tokens, lower_by)``.
+        curve: Counts of the rows fed to the chain, per candidate.
+        state: The chain's betting state (at the schedules' share of the certificate's δ).
+    """
+
+    shape: Shape
+    curve: Curve
+    state: BettingState
+
+    def deployable(self) -> tuple[int, ...]:
+        """Grid indices certified, safest first (the chain's walk prefix)."""
+        return fixed_sequence(self.state.certified, candidate_order(self.curve.grid))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -71,6 +101,10 @@ class Population:
         shifts: Shift detector per tolerance ε (the watched rule's losses rose
             against this epoch's own rates: quicker after a change).
         restarts: Why each earlier epoch ended, oldest first (the last 10).
+        trials: Schedules only: the epoch's selection rows counted under every
+            candidate shape (they choose each chain's shape).
+        trial_rows: How many selection rows ``trials`` holds.
+        chains: Schedules only: the schedule chain per tolerance ε, once chosen.
     """
 
     key: str
@@ -80,6 +114,9 @@ class Population:
     detectors: dict[float, HarmDetector] = field(default_factory=dict)
     shifts: dict[float, ShiftDetector] = field(default_factory=dict)
     restarts: tuple[str, ...] = ()
+    trials: dict[Shape, Curve] = field(default_factory=dict)
+    trial_rows: int = 0
+    chains: dict[float, Chain] = field(default_factory=dict)
 
     def deployable(self, epsilon: float) -> tuple[int, ...]:
         """Grid indices certified at ``epsilon``, safest first (the walk's prefix)."""
@@ -125,6 +162,12 @@ class CertificateBook:
                         [eps, d.log_wealth, d.n, d.threshold] for eps, d in sorted(p.shifts.items())
                     ],
                     "restarts": list(p.restarts),
+                    "trial_rows": p.trial_rows,
+                    "trials": [[t, c, _curve_json(v)] for (t, c), v in sorted(p.trials.items())],
+                    "chains": [
+                        [eps, ch.shape[0], ch.shape[1], _curve_json(ch.curve), ch.state.to_json()]
+                        for eps, ch in sorted(p.chains.items())
+                    ],
                 }
                 for key, p in sorted(self.populations.items())
             },
@@ -158,6 +201,20 @@ class CertificateBook:
                         for e, w, n, t in p.get("shifts", [])
                     },
                     restarts=tuple(str(r) for r in p["restarts"]),
+                    # Absent in books written before schedules: selection starts now.
+                    trial_rows=int(p.get("trial_rows", 0)),
+                    trials={
+                        (int(t), float(c)): _curve_from_json(grid, v)
+                        for t, c, v in p.get("trials", [])
+                    },
+                    chains={
+                        float(e): Chain(
+                            (int(t), float(c)),
+                            _curve_from_json(grid, v),
+                            BettingState.from_json(st),
+                        )
+                        for e, t, c, v, st in p.get("chains", [])
+                    },
                 )
                 for key, p in data["populations"].items()
             }
@@ -229,10 +286,16 @@ def certificate_delta(spec: PolicySpec, epoch: int) -> float:
     return base / (2 * (epoch - 1) * epoch)
 
 
+def _plain_delta(spec: PolicySpec, epoch: int) -> float:
+    """The plain thresholds' level: the certificate's, less what schedules take."""
+    share = spec.schedules.share if spec.schedules.shapes() else 0.0
+    return certificate_delta(spec, epoch) * (1.0 - share)
+
+
 def _fresh(spec: PolicySpec, key: str, epoch: int, epsilons: list[float]) -> Population:
     grid = spec.thresholds()
     lower = -1.0 if spec.risk.loss == "signed" else 0.0
-    delta = certificate_delta(spec, epoch)
+    delta = _plain_delta(spec, epoch)
     return Population(
         key=key,
         epoch=epoch,
@@ -246,7 +309,10 @@ def _fresh(spec: PolicySpec, key: str, epoch: int, epsilons: list[float]) -> Pop
 
 
 def _watch(
-    pop: Population, losses: np.ndarray[Any, Any], served: Mapping[float, int]
+    pop: Population,
+    losses: np.ndarray[Any, Any],
+    served: Mapping[float, tuple[int, Shape | None]],
+    shaped: Callable[[Shape], np.ndarray[Any, Any]],
 ) -> tuple[int | None, str, Population]:
     """Run every detector on the losses of its rule: earliest alarm, why, updated population.
 
@@ -256,7 +322,9 @@ def _watch(
     by epsilon), wherever it was certified, so a segment that drifts inside a pool
     is caught on its own samples; otherwise the most aggressive certified one.
     The shift detector judges them against this epoch's counts at that
-    threshold before this cycle's samples.
+    threshold before this cycle's samples. A segment served a schedule is
+    watched on that schedule's losses (``shaped``: this block's rows under a
+    shape), judged against its chain's counts when the chain has that shape.
     """
     at: int | None = None
     why = ""
@@ -264,16 +332,26 @@ def _watch(
     curve = pop.curve
     for eps, detector in pop.detectors.items():
         prefix = pop.deployable(eps)
+        shape: Shape | None = None
         if eps in served:
-            watched = served[eps]
+            watched, shape = served[eps]
         elif prefix:
             watched = prefix[-1]
         else:
             continue
         theta = curve.grid[watched]
         column = losses[:, watched]
-        detectors[eps], alarm = detector.update(column)
         reference = (int(curve.losses[watched]), int(curve.gains[watched]), curve.n)
+        if shape is not None:
+            column = shaped(shape)[:, watched]
+            chain = pop.chains.get(eps)
+            same = chain is not None and chain.shape[0] == shape[0]
+            if chain is not None and same and abs(chain.shape[1] - shape[1]) < 1e-6:
+                ref = chain.curve
+                reference = (int(ref.losses[watched]), int(ref.gains[watched]), ref.n)
+            else:
+                reference = (0, 0, 0)  # no counts of this rule: the harm detector alone
+        detectors[eps], alarm = detector.update(column)
         shift = shifts.get(eps) or ShiftDetector(epsilon=eps)
         shifts[eps], shifted = shift.update(column, reference)
         # Detectors count alarms from their own first sample; make them rows of this block.
@@ -357,11 +435,14 @@ def advance(
         block, order = interleave(
             key, [losses[m] for m in fed], [samples[m] for m in fed], pop.curve.n
         )
+        members_of = {m: samples[m] for m in fed}
+        shaped = _shaper(spec, members_of)
         curve = sum((curves[m] for m in fed), Curve.empty(grid))
-        at, why, watched = _watch(pop, block, _served(spec, key, current))
+        at, why, watched = _watch(pop, block, _served(spec, key, current), _in_order(shaped, order))
         if at is None:
             states = {e: st.update(block) for e, st in pop.states.items()}
-            populations[key] = replace(watched, curve=pop.curve + curve, states=states)
+            grown = replace(watched, curve=pop.curve + curve, states=states)
+            populations[key] = _feed_schedules(spec, grown, members_of, order, shaped)
             continue
         events.append(f"{key}: epoch {pop.epoch} ends after {at + 1} new samples: {why}")
         restarted = _fresh(spec, key, pop.epoch + 1, sorted(pop.states))
@@ -371,9 +452,10 @@ def advance(
             # whatever the detectors saw; the rows that raised it are never reused.
             restarted = replace(
                 restarted,
-                curve=_rows_curve(spec, {m: samples[m] for m in fed}, order[at + 1 :]),
+                curve=_rows_curve(spec, members_of, order[at + 1 :]),
                 states={e: st.update(block[at + 1 :]) for e, st in restarted.states.items()},
             )
+            restarted = _feed_schedules(spec, restarted, members_of, order[at + 1 :], shaped)
         populations[key] = replace(restarted, restarts=(*pop.restarts, why)[-10:])
     book = replace(book, populations=populations)
     if spec.risk.split != "none" and book.certificates() > spec.risk.max_certificates:
@@ -384,7 +466,46 @@ def advance(
     return book, events
 
 
-def _rows_curve(spec: PolicySpec, batches: Mapping[str, ExplorationBatch], rows: IntArray) -> Curve:
+def _shaper(
+    spec: PolicySpec, batches: Mapping[str, ExplorationBatch]
+) -> Callable[[Shape], np.ndarray[Any, Any]]:
+    """Losses of ``batches`` stacked in key order, under a schedule shape (memoised)."""
+    memo: dict[Shape, np.ndarray[Any, Any]] = {}
+    grid = spec.thresholds()
+    one_sided = spec.risk.loss == "one_sided"
+
+    def shaped(shape: Shape) -> np.ndarray[Any, Any]:
+        if shape not in memo:
+            memo[shape] = np.vstack(
+                [
+                    request_losses(
+                        batch,
+                        grid,
+                        spec.settings_for(leaf).min_tokens,
+                        one_sided=one_sided,
+                        shape=shape,
+                    )
+                    for leaf, batch in batches.items()
+                ]
+            )
+        return memo[shape]
+
+    return shaped
+
+
+def _in_order(
+    shaped: Callable[[Shape], np.ndarray[Any, Any]], order: np.ndarray[Any, Any]
+) -> Callable[[Shape], np.ndarray[Any, Any]]:
+    """``shaped``'s rows in feed order (the block's)."""
+    return lambda shape: shaped(shape)[order]
+
+
+def _rows_curve(
+    spec: PolicySpec,
+    batches: Mapping[str, ExplorationBatch],
+    rows: IntArray,
+    shape: Shape | None = None,
+) -> Curve:
     """The curve of some rows of ``batches`` (by segment key) stacked in their order.
 
     ``rows`` index the stacked rows, as :func:`~pipeline.optimizer.feed.interleave`'s order does.
@@ -397,17 +518,88 @@ def _rows_curve(spec: PolicySpec, batches: Mapping[str, ExplorationBatch], rows:
         start += len(batch)
         if len(mine):
             settings = spec.settings_for(leaf)
-            part = evaluate(batch.take(mine), grid, settings.min_tokens, settings.token_budget)
+            part = evaluate(
+                batch.take(mine), grid, settings.min_tokens, settings.token_budget, shape
+            )
             curve = curve + part
     return curve
 
 
-def _served(spec: PolicySpec, key: str, current: PolicyBody | None) -> dict[float, int]:
-    """Grid index of the threshold ``key`` (a segment) is served with, by epsilon; {} if none."""
+def _choose(spec: PolicySpec, trials: Mapping[Shape, Curve], epsilon: float) -> Shape:
+    """The shape whose best candidate within ``epsilon`` saves most on the selection rows.
+
+    Ties (and no candidate within ``epsilon`` anywhere) go to the first shape.
+    """
+    signed = spec.risk.loss == "signed"
+    best: tuple[float, Shape] | None = None
+    for shape, curve in trials.items():
+        drop = curve.signed_drop() if signed else curve.em_drop()
+        saving = curve.token_saving()
+        within = saving[drop <= epsilon]
+        value = float(within.max()) if within.size else 0.0
+        if best is None or value > best[0]:
+            best = (value, shape)
+    return best[1] if best is not None else spec.schedules.shapes()[0]
+
+
+Shaped = Callable[[Shape], "np.ndarray[Any, Any]"]
+"""Losses of a population's stacked rows (this cycle) under a schedule shape."""
+
+
+def _feed_schedules(
+    spec: PolicySpec,
+    pop: Population,
+    batches: Mapping[str, ExplorationBatch],
+    rows: IntArray,
+    shaped: Shaped,
+) -> Population:
+    """Feed stacked ``rows`` (in feed order) to the epoch's shape selection, then its chains.
+
+    The first ``selection_samples`` rows of an epoch are counted under every
+    candidate shape; once there are that many, each tolerance gets a chain of
+    the shape they favour, fed only the rows after them.
+    """
+    shapes = spec.schedules.shapes()
+    if not shapes or len(rows) == 0:
+        return pop
+    grid = spec.thresholds()
+    need = max(spec.schedules.selection_samples - pop.trial_rows, 0)
+    pick, rest = rows[:need], rows[need:]
+    trials, chains = dict(pop.trials), dict(pop.chains)
+    if len(pick):
+        for shape in shapes:
+            trials[shape] = trials.get(shape, Curve.empty(grid)) + _rows_curve(
+                spec, batches, pick, shape
+            )
+    trial_rows = pop.trial_rows + len(pick)
+    if trial_rows >= spec.schedules.selection_samples:
+        lower = -1.0 if spec.risk.loss == "signed" else 0.0
+        delta = certificate_delta(spec, pop.epoch) * spec.schedules.share
+        for eps in pop.states:
+            if eps not in chains:
+                state = BettingState.start(len(grid), epsilon=eps, delta=delta, lower=lower)
+                chains[eps] = Chain(_choose(spec, trials, eps), Curve.empty(grid), state)
+        if len(rest):
+            for eps, chain in chains.items():
+                chains[eps] = Chain(
+                    chain.shape,
+                    chain.curve + _rows_curve(spec, batches, rest, chain.shape),
+                    chain.state.update(shaped(chain.shape)[rest]),
+                )
+    return replace(pop, trials=trials, trial_rows=trial_rows, chains=chains)
+
+
+def _served(
+    spec: PolicySpec, key: str, current: PolicyBody | None
+) -> dict[float, tuple[int, Shape | None]]:
+    """The rule ``key`` (a segment) is served with, by epsilon: grid index and schedule shape.
+
+    {} if none; the shape is None for a plain threshold.
+    """
     if current is None or key.count("/") != 2:
         return {}
     grid = spec.thresholds()
-    served: dict[float, int] = {}
+    served: dict[float, tuple[int, Shape | None]] = {}
     for mode in MODES:
         policy = next(
             (current.segments[k] for k in segment_ancestors(key) if k in current.segments), None
@@ -415,6 +607,13 @@ def _served(spec: PolicySpec, key: str, current: PolicyBody | None) -> dict[floa
         if policy is None:
             continue
         theta = policy.thresholds.get(mode, policy.thresholds["normal"])
+        steps = policy.schedules.get(mode, policy.schedule)
+        shape: Shape | None = None
+        if len(steps) == 1:
+            start, after = steps[0]
+            shape = (start, round(theta - after, 6))
+        elif steps:
+            continue  # a schedule of several steps is no rule of the grid: nothing to watch
         if theta < 1.0 and theta in grid:
-            served.setdefault(spec.epsilon(key, mode), grid.index(theta))
+            served.setdefault(spec.epsilon(key, mode), (grid.index(theta), shape))
     return served

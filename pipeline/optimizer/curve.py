@@ -31,6 +31,24 @@ from schemas import Outcome
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
+Shape = tuple[int, float]
+"""A one-step schedule's shape ``(from_tokens, lower_by)``: candidate ``θ`` of a grid
+means threshold ``θ`` before ``from_tokens`` tokens and ``θ - lower_by`` from then on
+(the policy's schedule step ``(from_tokens, θ - lower_by)``). ``θ = 1.0`` stays off."""
+
+
+def after_step(theta: float, shape: Shape) -> float:
+    """The threshold candidate ``theta`` of ``shape`` applies from the step on (never below 0)."""
+    return max(round(theta - shape[1], 6), 0.0)
+
+
+def _bars(batch: ExplorationBatch, grid: FloatArray, shape: Shape | None) -> FloatArray:
+    """Per checkpoint (rows, columns) and candidate (last axis): the threshold it is held to."""
+    bars: FloatArray = np.broadcast_to(grid, (*batch.tokens.shape, len(grid)))
+    if shape is not None:
+        after = np.array([after_step(float(t), shape) for t in grid], dtype=np.float64)
+        bars = np.where((batch.tokens >= shape[0])[:, :, None], after, grid)
+    return bars
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +315,11 @@ class Curve:
 
 
 def evaluate(
-    batch: ExplorationBatch, grid: Sequence[float], min_tokens: int, token_budget: int
+    batch: ExplorationBatch,
+    grid: Sequence[float],
+    min_tokens: int,
+    token_budget: int,
+    shape: Shape | None = None,
 ) -> Curve:
     """What each threshold of ``grid`` does to ``batch`` under ``min_tokens``.
 
@@ -306,6 +328,7 @@ def evaluate(
         grid: Thresholds, increasing, within [0, 1].
         min_tokens: No early stop before this many tokens.
         token_budget: The segment's budget (only scales :meth:`Curve.budget_saving`).
+        shape: With a one-step schedule's shape, each ``θ`` is that schedule (:data:`Shape`).
     """
     values = check_grid(grid)
     n = len(batch)
@@ -318,9 +341,10 @@ def evaluate(
     rows = np.arange(n)
     full_right = batch.full_correct
     probes = _probes_so_far(batch, min_tokens)
+    bars = _bars(batch, np.asarray(values, dtype=np.float64), shape)
     losses, gains, used = [], [], []
-    for theta in values:
-        hit = eligible & (batch.confidence >= theta) & (theta < 1.0)
+    for j, theta in enumerate(values):
+        hit = eligible & (batch.confidence >= bars[:, :, j]) & (theta < 1.0)
         stops = hit.any(axis=1)
         first = hit.argmax(axis=1)
         early_right = np.where(stops, batch.correct[rows, first], full_right)
@@ -351,25 +375,33 @@ def _probes_so_far(batch: ExplorationBatch, min_tokens: int) -> IntArray | None:
     return spent
 
 
-def stop_points(batch: ExplorationBatch, grid: Sequence[float], min_tokens: int) -> IntArray:
+def stop_points(
+    batch: ExplorationBatch, grid: Sequence[float], min_tokens: int, shape: Shape | None = None
+) -> IntArray:
     """Per request (rows) and threshold (columns): the checkpoint it stops at, or -1.
 
     The node's rule: the first checkpoint with ``tokens >= min_tokens``, before
     the end of the generation, with ``confidence >= threshold``; a threshold of
-    1.0 or more never stops.
+    1.0 or more never stops. With ``shape``, each threshold is that one-step schedule.
     """
     values = np.asarray(check_grid(grid), dtype=np.float64)
     eligible = (
         batch.valid & (batch.tokens >= min_tokens) & (batch.tokens < batch.full_tokens[:, None])
     )
-    hit = eligible[:, :, None] & (batch.confidence[:, :, None] >= values) & (values < 1.0)
+    bars = _bars(batch, values, shape)
+    hit = eligible[:, :, None] & (batch.confidence[:, :, None] >= bars) & (values < 1.0)
     first = hit.argmax(axis=1)
     points: IntArray = np.where(hit.any(axis=1), first, -1).astype(np.int64)
     return points
 
 
 def request_losses(
-    batch: ExplorationBatch, grid: Sequence[float], min_tokens: int, *, one_sided: bool = False
+    batch: ExplorationBatch,
+    grid: Sequence[float],
+    min_tokens: int,
+    *,
+    one_sided: bool = False,
+    shape: Shape | None = None,
 ) -> npt.NDArray[np.int8]:
     """Loss of every request (rows, in batch order) under every threshold (columns).
 
@@ -377,7 +409,7 @@ def request_losses(
     ``1[full right and early wrong]`` in {0, 1}. A request that does not stop
     early under a threshold has loss 0 there.
     """
-    points = stop_points(batch, grid, min_tokens)
+    points = stop_points(batch, grid, min_tokens, shape)
     rows = np.arange(len(batch))[:, None]
     early = np.where(
         points >= 0, batch.correct[rows, np.maximum(points, 0)], batch.full_correct[:, None]

@@ -30,6 +30,7 @@ def exploration_for(
     key: str,
     decisions: Sequence[SegmentDecision],
     curves: Mapping[str, Curve],
+    chains: Mapping[float, Curve] | None = None,
 ) -> float | None:
     """A key's own exploration share, or None for the policy's.
 
@@ -39,7 +40,9 @@ def exploration_for(
     certificate and the next threshold on its walk measures above that mode's
     epsilon, so more samples would not certify it. Everything else (pooled,
     a walk that more samples could extend, task and global keys that stop
-    early) explores at the policy's share.
+    early) explores at the policy's share. A mode served a schedule is judged
+    on its population's schedule chain (``chains``: the chain's counts by
+    epsilon), the same way.
     """
     if not decisions:
         return None
@@ -56,9 +59,14 @@ def exploration_for(
     for decision in decisions:
         if decision.population != key or not decision.certified:
             return None
-        j = curve.grid.index(decision.proposed)
+        walked = curve
+        if decision.schedule is not None:
+            walked = (chains or {}).get(decision.epsilon, Curve.empty(curve.grid))
+            if walked.n == 0:
+                return None
+        j = walked.grid.index(decision.proposed)
         if j > 0:
-            losses = int(curve.losses[j - 1]) - (int(curve.gains[j - 1]) if signed else 0)
-            if losses / curve.n <= decision.epsilon:
+            losses = int(walked.losses[j - 1]) - (int(walked.gains[j - 1]) if signed else 0)
+            if losses / walked.n <= decision.epsilon:
                 return None
     return floor

@@ -364,16 +364,19 @@ def served(body: PolicyBody, samples: OfflineSamples, mode: LoadMode = "normal")
     """Replay ``body`` (its rule for each key's segment, in ``mode``) on ``samples``.
 
     Raises:
-        OptimizerError: if a policy the samples use has a schedule (not replayed here).
+        OptimizerError: if a policy the samples use has a schedule of more than one
+            step (not replayed here).
     """
     n = spent = full = signed = 0
     for leaf, batch in samples.batches.items():
         policy = body.policy_for(segment_from_key(leaf))
-        if policy.schedule:
-            msg = f"the policy of {leaf!r} has a schedule, which offline replay does not model"
+        steps = policy.schedules.get(mode, policy.schedule)
+        if len(steps) > 1:
+            msg = f"the policy of {leaf!r} has a schedule of several steps, not replayed offline"
             raise OptimizerError(msg)
         theta = min(policy.thresholds.get(mode, policy.thresholds["normal"]), 1.0)
-        curve = evaluate(batch, (theta,), policy.min_tokens, policy.token_budget)
+        shape = (steps[0][0], theta - steps[0][1]) if steps else None
+        curve = evaluate(batch, (theta,), policy.min_tokens, policy.token_budget, shape)
         n, full = n + curve.n, full + curve.full_tokens
         spent += int(curve.tokens_used[0])
         signed += int(curve.losses[0] - curve.gains[0])

@@ -66,6 +66,11 @@ class SegmentDecision(_Record):
     """The walk's reach on point estimates of the same samples (no test)."""
     oracle_saving: float
     """Token saving at the oracle threshold (0 when None)."""
+    schedule: tuple[int, float] | None = None
+    """``(from_tokens, threshold)`` when the key is served a one-step schedule in this
+    mode: ``threshold`` (the field above) before ``from_tokens`` tokens, this one
+    from then on, certified by the population's schedule chain; rates, bounds and
+    savings are then the schedule's. None: the plain threshold."""
 
 
 class Proposal(_Record):

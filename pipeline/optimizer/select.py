@@ -24,8 +24,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from pipeline.optimizer.anytime import candidate_order
-from pipeline.optimizer.certify import CertificateBook, advance
-from pipeline.optimizer.curve import Curve, ExplorationBatch, evaluate
+from pipeline.optimizer.certify import CertificateBook, Chain, advance
+from pipeline.optimizer.curve import Curve, ExplorationBatch, after_step, evaluate
 from pipeline.optimizer.errors import OptimizerError
 from pipeline.optimizer.exploration import exploration_for
 from pipeline.optimizer.ltt import (
@@ -231,6 +231,68 @@ def _decide(
     )
 
 
+def _with_schedule(
+    spec: PolicySpec, decision: SegmentDecision, chain: Chain | None, current: float
+) -> SegmentDecision:
+    """The decision served by the population's schedule chain when it saves more.
+
+    The chain's certified candidate that saves most replaces the plain threshold
+    when its saving is larger and the step limit would not change it (the limit
+    is measured on the threshold before the step, as for a plain one). Both
+    certificates hold at once (their δ add up to the certificate's), so choosing
+    the better one after the fact keeps the promise.
+    """
+    if chain is None or not decision.certified:
+        return decision
+    prefix = chain.deployable()
+    if not prefix:
+        return decision
+    grid = chain.curve.grid
+    saving = chain.curve.token_saving()
+    best = max(prefix, key=lambda i: (saving[i], -i))
+    if saving[best] <= decision.token_saving or grid[best] >= 1.0:
+        return decision
+    if limit_step(grid, best, current, spec.max_step) != best:
+        return decision
+    curve = chain.curve
+    signed = spec.risk.loss == "signed"
+    losses = int(curve.losses[best])
+    drop = float((curve.signed_drop() if signed else curve.em_drop())[best])
+    return decision.model_copy(
+        update={
+            "proposed": grid[best],
+            "threshold": grid[best],
+            "step_limited": False,
+            "losses": losses,
+            "delta": chain.state.delta,
+            "token_saving": float(saving[best]),
+            "budget_saving": float(curve.budget_saving()[best]),
+            "em_drop": drop,
+            "em_drop_bound": decision.epsilon,
+            "p_values": tuple(
+                (grid[i], float(chain.state.p_value[i]))
+                for i in candidate_order(grid)[: len(prefix) + 1]
+            ),
+            "schedule": (chain.shape[0], after_step(grid[best], chain.shape)),
+        }
+    )
+
+
+def _chain_curves(
+    spec: PolicySpec, key: str, chain_of: Callable[[str, float], Chain | None] | None
+) -> dict[float, Curve]:
+    """The counts of ``key``'s own schedule chains, by epsilon (none without chains)."""
+    out: dict[float, Curve] = {}
+    if chain_of is None:
+        return out
+    for mode in MODES:
+        epsilon = spec.epsilon(key, mode)
+        chain = chain_of(key, epsilon)
+        if chain is not None:
+            out[epsilon] = chain.curve
+    return out
+
+
 def _anytime_population(
     key: str, book: CertificateBook, min_samples: int, epsilon: float
 ) -> str | None:
@@ -335,6 +397,7 @@ def _assemble(
     curves: Mapping[str, Curve],
     result_of: Callable[[LoadMode, str, float], LttResult | None],
     tests: dict[LoadMode, int],
+    chain_of: Callable[[str, float], Chain | None] | None = None,
 ) -> Proposal:
     """Decide every key and mode from its population's test result; build the proposal."""
     decisions: list[SegmentDecision] = []
@@ -342,18 +405,27 @@ def _assemble(
     for key in keys:
         pop = population[key]
         thresholds: dict[LoadMode, float] = {}
+        schedules: dict[LoadMode, tuple[tuple[int, float], ...]] = {}
         for mode in MODES:
-            result = result_of(mode, pop, spec.epsilon(key, mode)) if pop else None
+            epsilon = spec.epsilon(key, mode)
+            result = result_of(mode, pop, epsilon) if pop else None
             now = current_threshold(current, key, mode)
             decision = _decide(key, mode, spec, curves, pop, result, now)
+            if pop is not None and chain_of is not None:
+                decision = _with_schedule(spec, decision, chain_of(pop, epsilon), now)
             decisions.append(decision)
             thresholds[mode] = decision.threshold
+            if decision.schedule is not None:
+                schedules[mode] = (decision.schedule,)
         settings = spec.settings_for(key)
         segments[key] = SegmentPolicy(
             thresholds=thresholds,
+            schedules=schedules,
             min_tokens=settings.min_tokens,
             token_budget=settings.token_budget,
-            exploration_share=exploration_for(spec, key, decisions[-len(MODES) :], curves),
+            exploration_share=exploration_for(
+                spec, key, decisions[-len(MODES) :], curves, _chain_curves(spec, key, chain_of)
+            ),
         )
     tested = sorted({pop for pop in population.values() if pop})
     pareto: dict[str, tuple[ParetoPoint, ...]] = {p: pareto_points(curves[p]) for p in tested}
@@ -390,5 +462,9 @@ def _optimize_anytime(spec: PolicySpec, book: CertificateBook, current: PolicyBo
             return None
         return _anytime_result(book, pop, epsilon)
 
+    def chain_of(pop: str, epsilon: float) -> Chain | None:
+        found = book.populations.get(pop)
+        return found.chains.get(epsilon) if found is not None else None
+
     tests = {mode: len(found) for mode, found in used.items()}
-    return _assemble(spec, current, keys, population, curves, result_of, tests)
+    return _assemble(spec, current, keys, population, curves, result_of, tests, chain_of)

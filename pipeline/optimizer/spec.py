@@ -192,6 +192,48 @@ class GridSpec(_Spec):
         return tuple(sorted(points | {1.0}))
 
 
+class SchedulesSpec(_Spec):
+    """One-step schedules certified beside the plain thresholds (``risk.method: anytime``;
+    one-look ``ltt`` ignores them).
+
+    A schedule holds ``θ`` before ``from_tokens`` tokens and ``θ - lower_by`` from
+    then on. Per population and tolerance, the epoch's first ``selection_samples``
+    rows choose one shape among ``from_tokens`` x ``lower_by`` (the one that would
+    save most within epsilon on them); the rows after them test that shape's chain
+    of ``θ`` at ``share`` of the certificate's delta, the plain thresholds at the
+    rest. A key is served the schedule only where its certified candidate saves
+    more than the certified plain threshold.
+    """
+
+    share: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    """Share of each certificate's delta spent on the schedule chain; 0 turns schedules off."""
+    selection_samples: Annotated[int, Field(ge=1)] = 300
+    """Rows of each epoch that choose the shape (never fed to its certificate)."""
+    from_tokens: Annotated[tuple[TokenCount, ...], LaxTuple] = (128, 192, 256)
+    """Candidate steps, in tokens."""
+    lower_by: Annotated[tuple[Annotated[float, Field(gt=0.0, le=1.0)], ...], LaxTuple] = (
+        0.1,
+        0.2,
+        0.3,
+        0.4,
+    )
+    """Candidate drops of the threshold at the step."""
+
+    @model_validator(mode="after")
+    def _shapes(self) -> Self:
+        if self.share > 0 and (not self.from_tokens or not self.lower_by):
+            msg = "schedules need at least one from_tokens and one lower_by"
+            raise ValueError(msg)
+        return self
+
+    def shapes(self) -> tuple[tuple[int, float], ...]:
+        """Every candidate shape ``(from_tokens, lower_by)``; none when off."""
+        if self.share == 0:
+            return ()
+        steps, drops = sorted(set(self.from_tokens)), sorted(set(self.lower_by))
+        return tuple((t, c) for t in steps for c in drops)
+
+
 class AutoApproveSpec(_Spec):
     """A proposal inside all of these bounds is promoted without a reviewer."""
 
@@ -252,6 +294,7 @@ class PolicySpec(_Spec):
     max_step: Annotated[float, Field(gt=0.0, le=1.0)]
     """Largest move toward more early stopping per cycle; safer moves are never limited."""
     grid: GridSpec = GridSpec()
+    schedules: SchedulesSpec = SchedulesSpec()
     exploration_share: Annotated[float, Field(ge=0.0, le=0.5)]
     """Share of requests that explore (run to the end, trajectory recorded) in every
     segment still short of certainty; the policy's share."""

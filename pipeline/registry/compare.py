@@ -33,6 +33,8 @@ def _fields(policy: SegmentPolicy | None) -> dict[str, float | str]:
     out["token_budget"] = policy.token_budget
     if policy.schedule:
         out["schedule"] = " ".join(f"{start}:{t:g}" for start, t in policy.schedule)
+    for mode, steps in sorted(policy.schedules.items()):
+        out[f"schedule.{mode}"] = " ".join(f"{start}:{t:g}" for start, t in steps)
     if policy.exploration_share is not None:
         out["exploration_share"] = policy.exploration_share
     return out

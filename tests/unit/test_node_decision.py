@@ -29,11 +29,20 @@ def segment_policies(draw: st.DrawFn) -> SegmentPolicy:
     modes: list[LoadMode] = draw(st.lists(st.sampled_from(["offpeak", "peak"]), unique=True))
     thresholds: dict[LoadMode, float] = {"normal": draw(unit), **{m: draw(unit) for m in modes}}
     starts = sorted(draw(st.lists(st.integers(0, 6000), unique=True, max_size=5)))
+    own: list[LoadMode] = draw(st.lists(st.sampled_from(LOAD_MODES), unique=True, max_size=3))
+    schedules = {
+        m: tuple(
+            (s, draw(unit))
+            for s in sorted(draw(st.lists(st.integers(0, 6000), unique=True, max_size=3)))
+        )
+        for m in own
+    }
     return SegmentPolicy(
         thresholds=thresholds,
         min_tokens=draw(st.integers(0, budget)),
         token_budget=budget,
         schedule=tuple((s, draw(unit)) for s in starts),
+        schedules=schedules,
     )
 
 

@@ -21,8 +21,13 @@ def _batch(key: str, n: int) -> ExplorationBatch:
 
 
 def test_a_segment_whose_walk_is_done_explores_at_the_floor_the_others_at_the_share() -> None:
-    spec = load_spec(ROOT / "policies" / "earlystop.yaml").model_copy(
-        update={"exploration_floor": 0.01, "max_step": 1.0}
+    shipped = load_spec(ROOT / "policies" / "earlystop.yaml")
+    spec = shipped.model_copy(  # plain thresholds only: a schedule chain's walk is judged alike
+        update={
+            "exploration_floor": 0.01,
+            "max_step": 1.0,
+            "schedules": shipped.schedules.model_copy(update={"share": 0.0}),
+        }
     )
     samples = {BIG: _batch(BIG, 30_000), SMALL: _batch(SMALL, 100)}
     proposal = optimize(spec, samples)
