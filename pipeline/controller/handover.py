@@ -61,6 +61,9 @@ def _segment_metrics(proposal: Proposal) -> dict[str, dict[str, float]]:
         row[f"{d.mode}_em_drop"] = d.em_drop
         row[f"{d.mode}_em_drop_bound"] = d.em_drop_bound
         row[f"{d.mode}_losses"] = float(d.losses)
+        if d.schedule is not None:
+            row[f"{d.mode}_schedule_from_tokens"] = float(d.schedule[0])
+            row[f"{d.mode}_schedule_threshold"] = d.schedule[1]
         if d.oracle_threshold is not None:
             row[f"{d.mode}_oracle_threshold"] = d.oracle_threshold
             row[f"{d.mode}_oracle_saving"] = d.oracle_saving

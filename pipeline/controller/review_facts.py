@@ -34,7 +34,10 @@ def _mode(proposal: Proposal, d: SegmentDecision) -> ModeFacts:
         epsilon=d.epsilon,
         em_drop_bound=d.em_drop_bound,
         saving=d.token_saving,
-        production_saving=saving_at(points, d.current),
+        # Pareto points are plain thresholds: a schedule in production is not measured there.
+        production_saving=None if d.current_schedule else saving_at(points, d.current),
+        schedule=d.schedule,
+        production_schedule=d.current_schedule,
     )
 
 

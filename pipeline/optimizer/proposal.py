@@ -71,6 +71,8 @@ class SegmentDecision(_Record):
     mode: ``threshold`` (the field above) before ``from_tokens`` tokens, this one
     from then on, certified by the population's schedule chain; rates, bounds and
     savings are then the schedule's. None: the plain threshold."""
+    current_schedule: tuple[int, float] | None = None
+    """The first step of the schedule in force for this key and mode (beside ``current``)."""
 
 
 class Proposal(_Record):

@@ -75,6 +75,16 @@ def current_threshold(body: PolicyBody, key: str, mode: LoadMode) -> float:
     return body.segments[GLOBAL_SEGMENT].thresholds["normal"]  # unreachable: global required
 
 
+def current_schedule(body: PolicyBody, key: str, mode: LoadMode) -> tuple[int, float] | None:
+    """The first schedule step ``body`` applies to ``key`` in ``mode``, if any (parents fill in)."""
+    for candidate in segment_ancestors(key):
+        policy = body.segments.get(candidate)
+        if policy is not None:
+            steps = policy.schedules.get(mode, policy.schedule)
+            return steps[0] if steps else None
+    return None
+
+
 def limit_step(grid: tuple[float, ...], proposed: int, current: float, max_step: float) -> int:
     """Grid index to deploy: ``proposed``, or the nearest safer one within ``max_step``.
 
@@ -411,6 +421,9 @@ def _assemble(
             result = result_of(mode, pop, epsilon) if pop else None
             now = current_threshold(current, key, mode)
             decision = _decide(key, mode, spec, curves, pop, result, now)
+            before = current_schedule(current, key, mode)
+            if before is not None:
+                decision = decision.model_copy(update={"current_schedule": before})
             if pop is not None and chain_of is not None:
                 decision = _with_schedule(spec, decision, chain_of(pop, epsilon), now)
             decisions.append(decision)

@@ -193,16 +193,16 @@ class GridSpec(_Spec):
 
 
 class SchedulesSpec(_Spec):
-    """One-step schedules certified beside the plain thresholds (``risk.method: anytime``;
-    one-look ``ltt`` ignores them).
+    """One-step schedules certified beside the plain thresholds (method ``anytime`` only).
 
-    A schedule holds ``θ`` before ``from_tokens`` tokens and ``θ - lower_by`` from
-    then on. Per population and tolerance, the epoch's first ``selection_samples``
-    rows choose one shape among ``from_tokens`` x ``lower_by`` (the one that would
-    save most within epsilon on them); the rows after them test that shape's chain
-    of ``θ`` at ``share`` of the certificate's delta, the plain thresholds at the
-    rest. A key is served the schedule only where its certified candidate saves
-    more than the certified plain threshold.
+    One-look ``ltt`` ignores them. A schedule holds ``θ`` before ``from_tokens``
+    tokens and ``θ - lower_by`` from then on. Per population and tolerance, the
+    epoch's first ``selection_samples`` rows choose one shape among
+    ``from_tokens`` x ``lower_by`` (the one that would save most within epsilon
+    on them); the rows after them test that shape's chain of ``θ`` at ``share``
+    of the certificate's delta, the plain thresholds at the rest. A key is
+    served the schedule only where its certified candidate saves more than the
+    certified plain threshold.
     """
 
     share: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0

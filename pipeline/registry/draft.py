@@ -46,6 +46,10 @@ class ModeFacts:
     """Expected share of tokens saved at ``proposed`` (on the population's samples)."""
     production_saving: float | None
     """The same at ``production``; None when it was not measured (off the grid, no data)."""
+    schedule: tuple[int, float] | None = None
+    """``(from_tokens, threshold)`` when ``proposed`` gives way to a lower threshold there."""
+    production_schedule: tuple[int, float] | None = None
+    """The same for ``production``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,13 +67,19 @@ def _threshold(value: float) -> str:
     return "off" if value >= 1.0 else f"{value:g}"
 
 
+def _rule(value: float, schedule: tuple[int, float] | None) -> str:
+    if schedule is None:
+        return _threshold(value)
+    return f"{_threshold(value)}, {_threshold(schedule[1])} from {schedule[0]} tokens"
+
+
 def _pct(value: float | None) -> str:
     return "?" if value is None else f"{value:.1%}"
 
 
 def changed(key: KeyFacts) -> bool:
     """True when the key's threshold moves in some load mode."""
-    return any(m.proposed != m.production for m in key.modes)
+    return any(m.proposed != m.production or m.schedule != m.production_schedule for m in key.modes)
 
 
 def weights(facts: ReviewFacts) -> dict[str, float]:
@@ -183,15 +189,16 @@ def description(facts: ReviewFacts, review: ReviewDecision, extra: str = "") -> 
 
 
 def _row(key: KeyFacts, m: ModeFacts, first: bool) -> list[str]:
-    move = _threshold(m.proposed)
-    threshold = move if m.proposed == m.production else f"{_threshold(m.production)} → {move}"
+    move = _rule(m.proposed, m.schedule)
+    before = _rule(m.production, m.production_schedule)
+    threshold = move if move == before else f"{before} → {move}"
     pooled = "-"
     if m.population is None:
         pooled = "none large enough"
     elif m.population != key.key:
         pooled = f"{m.population_samples} in `{m.population}`"
     saving = _pct(m.saving)
-    if m.production_saving is not None and m.proposed != m.production:
+    if m.production_saving is not None and move != before:
         saving = f"{_pct(m.production_saving)} → {saving}"
     share = ""
     if first:
@@ -225,7 +232,8 @@ _COLUMNS: Final = (
     "exploration",
 )
 _LEGEND: Final = (
-    "threshold: production → proposed (off: never stops early); samples: the key's own; "
+    'threshold: production → proposed (off: never stops early; "0.8, 0.5 from 128 '
+    "tokens\": a one-step schedule); samples: the key's own; "
     "pooled: the population tested when the key has too few; guarantee: `segment` "
     "(certified on its own samples), `pooled` (for the pool only) or `none` (safe default); "
     "tokens saved and EM-drop bound: expected on the tested samples (production → proposed); "

@@ -188,3 +188,22 @@ def test_a_task_key_weighs_only_the_samples_no_leaf_key_serves(draft: PolicyDraf
         draft.facts, keys=[k for k in draft.facts.keys if k.key != "globex/qa/long"]
     )
     assert weights(without_leaf)["qa"] == 200.0
+
+
+def test_a_schedule_shows_in_the_row_and_counts_as_a_change(draft: PolicyDraft) -> None:
+    from pipeline.registry.review_page import changed
+
+    assert draft.facts is not None
+    key = next(k for k in draft.facts.keys if k.key == "acme/qa/short")
+    assert not changed(key)
+    normal = next(m for m in key.modes if m.mode == "normal")
+    scheduled = dataclasses.replace(normal, schedule=(128, 0.54))
+    key = dataclasses.replace(key, modes=[scheduled if m is normal else m for m in key.modes])
+    assert changed(key)  # same threshold, a schedule added: the reviewer must see it
+    facts = dataclasses.replace(
+        draft.facts, keys=[key if k.key == key.key else k for k in draft.facts.keys]
+    )
+    page = page_markdown(facts, draft.review, policy_name="default", plot=None)
+    before = f"{normal.proposed:g}"
+    row = rf"\|\s+normal\s+\|\s+{before} → {before}, 0\.54 from 128 tokens\s+\|"
+    assert re.search(row, page), page
