@@ -18,6 +18,8 @@ from typing import Any
 
 from pipeline.optimizer import ExplorationBatch, PolicySpec, Trajectory, optimize
 from pipeline.optimizer.certify import CertificateBook, advance
+from pipeline.optimizer.curve import Shape
+from pipeline.optimizer.proposal import SegmentDecision
 from pipeline.sim import sample_segment
 from schemas import LoadMode
 
@@ -37,11 +39,21 @@ class CycleTally:
     seeds: int = 0
     segments: int = 0
     restarts: int = 0
+    scheduled: dict[str, int] = field(default_factory=dict)
+    """Per mode: segment decisions served by a schedule, over all seeds and cycles."""
 
     def mean_ratio(self, mode: str, cycle: int) -> float:
         """Mean over seeds of the saving ratio at ``cycle`` (0-based)."""
         values = [r[cycle] for r in self.ratios[mode]]
         return sum(values) / len(values)
+
+
+def shape_of(decision: SegmentDecision) -> Shape | None:
+    """The schedule shape a decision serves (None: a plain threshold)."""
+    if decision.schedule is None:
+        return None
+    start, after = decision.schedule
+    return (start, round(decision.threshold - after, 6))
 
 
 def batch(scen: Any, key: str, seed: int, n: int) -> ExplorationBatch:
@@ -61,6 +73,7 @@ def repeated_cycles(
     for mode in MODES:
         tally.ratios[mode], tally.pair_violations[mode], tally.seed_violations[mode] = [], 0, 0
         tally.population_violations[mode], tally.populations_used[mode] = 0, 0
+        tally.scheduled[mode] = 0
     start = time.monotonic()
     for seed in range(seeds):
         book = CertificateBook.empty(spec)
@@ -77,13 +90,16 @@ def repeated_cycles(
             body = proposal.body
             for mode in MODES:
                 chosen = {k: proposal.decision(k, mode).threshold for k in keys}
+                shapes = {k: shape_of(proposal.decision(k, mode)) for k in keys}
                 best = truth.saved(env.oracle[mode], grid)
-                ratios[mode].append(truth.saved(chosen, grid) / best if best > 0 else 1.0)
+                got = truth.saved(chosen, grid, shapes)
+                ratios[mode].append(got / best if best > 0 else 1.0)
+                tally.scheduled[mode] += sum(s is not None for s in shapes.values())
                 for d in proposal.decisions:
                     if d.mode == mode and d.key in truth.curves and d.population is not None:
                         used[mode].add(d.population)
                         j = grid.index(d.threshold)
-                        if truth.drop(d.population, j, equal=True) > d.epsilon:
+                        if truth.drop(d.population, j, equal=True, shape=shape_of(d)) > d.epsilon:
                             bad[mode].add(d.key)
                             bad_pops[mode].add(d.population)
         for mode in MODES:

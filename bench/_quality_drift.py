@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from _common import Report
-from _quality_cycles import batch
+from _quality_cycles import batch, shape_of
 
-from pipeline.optimizer import PolicySpec, optimize
+from pipeline.optimizer import ExplorationBatch, PolicySpec, Trajectory, optimize
 from pipeline.optimizer.certify import CertificateBook, advance
+from pipeline.optimizer.curve import evaluate
+from pipeline.optimizer.proposal import SegmentDecision
 from pipeline.sim import em_curve, oracle_threshold, sample_segment, scenario
 from pipeline.sim.scenario import DRIFT_SEGMENT
 from schemas import LoadMode
@@ -65,11 +67,23 @@ def drift_cycles(
     truth, grid, keys = env.truth, env.grid, list(env.truth.curves)
     drifted = scenario("drift", drift_at=0)
     min_tokens = spec.settings_for(DRIFT_SEGMENT).min_tokens
-    post = em_curve(
-        sample_segment(drifted, DRIFT_SEGMENT, HELD_OUT_SEED, HELD_OUT),
-        grid,
-        min_tokens,
+    latents = sample_segment(drifted, DRIFT_SEGMENT, HELD_OUT_SEED, HELD_OUT)
+    post = em_curve(latents, grid, min_tokens)
+    post_batch = ExplorationBatch.from_trajectories(
+        Trajectory(lat.tokens, lat.confidence, lat.correct, lat.correct[-1], lat.tokens[-1])
+        for lat in latents
     )
+
+    def judged(decision: SegmentDecision) -> tuple[float, float]:
+        """Token saving and EM drop of the drifted segment's rule on post-drift traffic."""
+        j = grid.index(decision.threshold)
+        shape = shape_of(decision)
+        if shape is None:
+            return post[j].token_saving, truth.point_drop(post[j])
+        c = evaluate(post_batch, (decision.threshold,), min_tokens, 4096, shape)
+        drop = c.signed_drop() if truth.signed else c.em_drop()
+        return float(c.token_saving()[0]), float(drop[0])
+
     others = [k for k in keys if k != DRIFT_SEGMENT]
     signed = spec.risk.loss == "signed"
     best_after = oracle_threshold(post, spec.epsilon(DRIFT_SEGMENT, "normal"), signed=signed)
@@ -104,17 +118,17 @@ def drift_cycles(
             proposal = optimize(spec, {}, current=body, book=book)
             body = proposal.body
             normal = {k: proposal.decision(k, "normal").threshold for k in others}
-            saved = truth.saved(normal, grid)
+            shapes = {k: shape_of(proposal.decision(k, "normal")) for k in others}
+            saved = truth.saved(normal, grid, shapes)
             if not post_drift:
                 baseline = saved
                 continue
             kept.append(saved / baseline if baseline > 0 else 1.0)
             ok = True
             for mode in MODES:
-                theta = proposal.decision(DRIFT_SEGMENT, mode).threshold
-                if theta is not None:
-                    point = post[grid.index(theta)]
-                    ok &= truth.point_drop(point) <= spec.epsilon(DRIFT_SEGMENT, mode)
+                ok &= judged(proposal.decision(DRIFT_SEGMENT, mode))[1] <= spec.epsilon(
+                    DRIFT_SEGMENT, mode
+                )
             if ok and safe is None:
                 safe = cycle - warm + 1
             elif not ok and safe is not None:
@@ -127,8 +141,7 @@ def drift_cycles(
                 print(
                     f"    cycle {cycle - warm + 1}: {DRIFT_SEGMENT} outside epsilon again: {where}"
                 )
-            theta = proposal.decision(DRIFT_SEGMENT, "normal").threshold
-            got = post[grid.index(theta)].token_saving if theta is not None else 0.0
+            got = judged(proposal.decision(DRIFT_SEGMENT, "normal"))[0]
             best = post[grid.index(post_oracle)].token_saving if post_oracle is not None else 0.0
             last_share = got / best if best > 0 else 1.0
             shares.append(last_share)

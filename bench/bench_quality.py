@@ -18,6 +18,10 @@ from a seed no calibration uses. There, per load mode:
   (possibly pooled) population exceeds its epsilon. The guarantee bounds the
   share of seeds with one by delta.
 
+A decision served by a one-step schedule (``spec.schedules``) is judged the
+same way, by replaying the schedule on the held-out trajectories; the oracle
+stays the best plain threshold, so a ratio above 100% is what schedules add.
+
 Pure computation: no services.
 """
 
@@ -27,15 +31,16 @@ import argparse
 import statistics
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import Report, add_json_argument, percentile, print_figures
-from _quality_cycles import CycleTally, repeated_cycles
+from _quality_cycles import CycleTally, repeated_cycles, shape_of
 from _quality_drift import add_drift, drift_cycles
 from scipy import stats
 
 from pipeline.optimizer import ExplorationBatch, PolicySpec, Trajectory, load_spec, optimize
+from pipeline.optimizer.curve import Shape, evaluate
 from pipeline.sim import CurvePoint, em_curve, oracle_threshold, sample_segment, scenario
 from pipeline.sim.scenario import Scenario
 from schemas import LoadMode
@@ -56,8 +61,25 @@ class Truth:
     """Mean tokens of a full generation."""
     signed: bool = True
     """Judge the signed EM drop (full minus served EM), else the one-sided loss."""
+    batches: dict[str, ExplorationBatch] = field(default_factory=dict)
+    """The held-out trajectories, to replay schedules on."""
+    grid: tuple[float, ...] = ()
+    min_tokens: int = 0
+    memo: dict[tuple[str, float, Shape], tuple[float, float]] = field(default_factory=dict)
 
-    def drop(self, population: str, j: int, *, equal: bool = False) -> float:
+    def scheduled(self, key: str, theta: float, shape: Shape) -> tuple[float, float]:
+        """Held-out token saving and EM drop of a segment under a one-step schedule."""
+        found = self.memo.get((key, theta, shape))
+        if found is None:
+            curve = evaluate(self.batches[key], (theta,), self.min_tokens, 4096, shape)
+            drop = curve.signed_drop() if self.signed else curve.em_drop()
+            found = (float(curve.token_saving()[0]), float(drop[0]))
+            self.memo[key, theta, shape] = found
+        return found
+
+    def drop(
+        self, population: str, j: int, *, equal: bool = False, shape: Shape | None = None
+    ) -> float:
         """Held-out EM drop at grid index ``j`` of a segment, a task or ``global``.
 
         Pooled populations mix their segments by traffic weight, or ``equal``ly
@@ -66,32 +88,52 @@ class Truth:
         members = [k for k in self.curves if population in (k, "global", k.split("/")[1])]
         weight = {k: 1.0 if equal else self.weight[k] for k in members}
         total = sum(weight.values())
+        if shape is not None:
+            theta = self.grid[j]
+            return sum(weight[k] * self.scheduled(k, theta, shape)[1] for k in members) / total
         return sum(weight[k] * self.point_drop(self.curves[k][j]) for k in members) / total
 
     def point_drop(self, point: CurvePoint) -> float:
         """The EM drop of one curve point under this truth's definition."""
         return point.em_drop - point.em_gain if self.signed else point.em_drop
 
-    def saved(self, thresholds: Mapping[str, float | None], grid: tuple[float, ...]) -> float:
-        """Tokens saved per request over the fleet under per-segment thresholds (None: none)."""
+    def saved(
+        self,
+        thresholds: Mapping[str, float | None],
+        grid: tuple[float, ...],
+        shapes: Mapping[str, Shape | None] | None = None,
+    ) -> float:
+        """Tokens saved per request over the fleet under per-segment thresholds (None: none).
+
+        ``shapes``: a key's one-step schedule shape, when it is served one.
+        """
         total = sum(self.weight.values())
         saved = 0.0
         for key, theta in thresholds.items():
             if theta is not None:
-                point = self.curves[key][grid.index(theta)]
-                saved += self.weight[key] * self.full_tokens[key] * point.token_saving
+                shape = (shapes or {}).get(key)
+                if shape is not None:
+                    saving = self.scheduled(key, theta, shape)[0]
+                else:
+                    saving = self.curves[key][grid.index(theta)].token_saving
+                saved += self.weight[key] * self.full_tokens[key] * saving
         return saved / total
 
 
 def held_out(
     scen: Scenario, grid: tuple[float, ...], min_tokens: int, n: int, *, signed: bool
 ) -> Truth:
-    curves, full = {}, {}
+    curves, full, batches = {}, {}, {}
     for spec in scen.segments:
         latents = sample_segment(scen, spec.key, HELD_OUT_SEED, n)
         curves[spec.key] = em_curve(latents, grid, min_tokens)
         full[spec.key] = sum(lat.tokens[-1] for lat in latents) / len(latents)
-    return Truth(curves, {s.key: s.weight for s in scen.segments}, full, signed)
+        batches[spec.key] = ExplorationBatch.from_trajectories(
+            Trajectory(lat.tokens, lat.confidence, lat.correct, lat.correct[-1], lat.tokens[-1])
+            for lat in latents
+        )
+    weight = {s.key: s.weight for s in scen.segments}
+    return Truth(curves, weight, full, signed, batches, grid, min_tokens)
 
 
 def calibration(scen: Scenario, seed: int, samples: int) -> dict[str, ExplorationBatch]:
@@ -155,7 +197,8 @@ def cycles(spec: PolicySpec, env: Setup, seeds: int, samples: int) -> dict[str, 
         proposal = optimize(spec, calibration(env.scen, seed, samples))
         for mode in MODES:
             chosen = {k: proposal.decision(k, mode).threshold for k in truth.curves}
-            got, best = truth.saved(chosen, grid), truth.saved(env.oracle[mode], grid)
+            shapes = {k: shape_of(proposal.decision(k, mode)) for k in truth.curves}
+            got, best = truth.saved(chosen, grid, shapes), truth.saved(env.oracle[mode], grid)
             tally = tallies[mode]
             tally.tests = proposal.tests[mode]
             tally.pooled += sum(proposal.decision(k, mode).fell_back for k in truth.curves)
@@ -163,7 +206,7 @@ def cycles(spec: PolicySpec, env: Setup, seeds: int, samples: int) -> dict[str, 
             tally.chosen_saving += got / env.per_request / seeds
             tally.oracle_saving += best / env.per_request / seeds
             tally.violations += any(
-                truth.drop(d.population, grid.index(d.threshold)) > d.epsilon
+                truth.drop(d.population, grid.index(d.threshold), shape=shape_of(d)) > d.epsilon
                 for d in proposal.decisions
                 if d.mode == mode and d.population is not None
             )
@@ -190,6 +233,18 @@ def add_cycles(rep: Report, spec: PolicySpec, tally: CycleTally, args: argparse.
                 f"peak {100 * tally.mean_ratio('peak', cycle):.0f}%"
             ),
         )
+    decisions = tally.seeds * tally.segments * args.cycles
+    rep.add(
+        "normal: repeated cycles, segment decisions served by a schedule",
+        100 * tally.scheduled["normal"] / max(decisions, 1),
+        "%",
+        detail=(
+            f"of {decisions:,} (segment, seed, cycle) decisions; offpeak "
+            f"{100 * tally.scheduled['offpeak'] / max(decisions, 1):.0f}%, peak "
+            f"{100 * tally.scheduled['peak'] / max(decisions, 1):.0f}% (schedules: share "
+            f"{spec.schedules.share:g} of delta, {spec.schedules.selection_samples} selection rows)"
+        ),
+    )
     pairs = tally.seeds * tally.segments
     for mode in MODES:
         used = max(tally.populations_used[mode], 1)
