@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import Settings, settings_env
+from pipeline.config import Settings, settings_env, with_stored_secrets
 from pipeline.demo import observe
 from pipeline.demo.config import NODE_EXPLORATION_CAP, DemoConfig, run_dir, signing_key, write_spec
 from pipeline.demo.fleet import Fleet, demo_scenario
@@ -168,6 +168,9 @@ def run_demo(
     result = DemoResult(config, folder)
     settings = run_settings(settings, config)
     result.stack_started = ensure_stack(settings, on_line)
+    # `pipeline up` may have generated the MLflow login just now: read it for this
+    # process's own registry reads (children load it themselves, never from our env).
+    reader = with_stored_secrets(settings)
     spec = write_spec(settings, config, folder)
     if config.history and config.trace is None:
         seeded = seed_certificates(settings.state_dir, spec, demo_scenario(config), config.seed,
@@ -201,7 +204,7 @@ def run_demo(
                 while fleet.running():
                     time.sleep(config.refresh_s)
                     children.check()
-                    sample = _sample(settings, config, fleet, acks, t0, ch)
+                    sample = _sample(reader, config, fleet, acks, t0, ch)
                     result.samples.append(sample)
                     on_sample(sample)
             except KeyboardInterrupt:
@@ -214,10 +217,10 @@ def run_demo(
             if not result.interrupted:
                 on_line("traffic done; letting the worker sink the last outcomes")
                 time.sleep(8)
-                result.samples.append(_sample(settings, config, fleet, acks, t0, ch))
+                result.samples.append(_sample(reader, config, fleet, acks, t0, ch))
             result.em = observe.em_series(ch, config.policy_name)
             result.events_in_clickhouse = observe.event_count(ch, config.policy_name)
-            result.registry = observe.registry(settings, config.policy_name, bodies=True)
+            result.registry = observe.registry(reader, config.policy_name, bodies=True)
     finally:
         fleet.stop()
         acks.stop()

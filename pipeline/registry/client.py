@@ -30,6 +30,14 @@ def connect(settings: MlflowSettings) -> Any:
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001  # MLflow raises many types for "unreachable"
+        if getattr(exc, "error_code", None) in {"UNAUTHENTICATED", "PERMISSION_DENIED"}:
+            who = repr(settings.username) if settings.username else "no user"
+            msg = (
+                f"MLflow at {settings.tracking_uri} refused the login of {who}: set "
+                "PIPELINE_MLFLOW__USERNAME and PIPELINE_MLFLOW__PASSWORD (the embedded "
+                "stack's service account is in .state/secrets after `pipeline up`)"
+            )
+            raise RegistryError(msg) from None
         msg = (
             f"MLflow at {settings.tracking_uri} is not reachable: "
             f"is `pipeline up` running? ({type(exc).__name__})"

@@ -122,6 +122,17 @@ def test_the_mlflow_secrets_are_0600_and_never_printed(stack: Settings) -> None:
         "policy list, MLflow away": run_cli(
             unset, "policy", "list", env={"PIPELINE_MLFLOW__TRACKING_URI": dead}
         ),
+        "policy list, wrong password": run_cli(
+            unset,
+            "policy",
+            "list",
+            "--model",
+            "no-such-model",
+            env={
+                "PIPELINE_MLFLOW__USERNAME": "pipeline-controller",
+                "PIPELINE_MLFLOW__PASSWORD": "wrong-pw-7f3a",
+            },
+        ),
         "approve, wrong login": run_cli(
             unset, "policy", "approve", "1", "--reason", "x", "--model", "m", env=wrong
         ),
@@ -140,6 +151,11 @@ def test_the_mlflow_secrets_are_0600_and_never_printed(stack: Settings) -> None:
     assert runs["status"].returncode == 0
     assert runs["policy list"].returncode == 0, runs["policy list"].stderr
     assert runs["approve, wrong login"].returncode == 1
+    # A refused login is named as such, not as an unreachable server.
+    refused = runs["policy list, wrong password"]
+    assert refused.returncode != 0
+    assert "refused the login of 'pipeline-controller'" in refused.stderr, refused.stderr
+    assert "not reachable" not in refused.stderr
     assert "refused the login of 'nobody'" in runs["approve, wrong login"].stderr
     assert runs["reviewers add, MLflow away"].returncode == 1
 
