@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
 from pydantic import ValidationError
 
@@ -69,9 +69,8 @@ _VALIDATORS: dict[Source, Callable[[bytes], InferenceEvent | EMLabel | UserFeedb
 _HEADER = re.compile(rb'^\{"shard":(-?\d+),"first_seen":([0-9.eE+-]+),')
 
 
-@dataclass(frozen=True, slots=True)
-class InputRecord:
-    """One consumed input record, as the transport handed it over."""
+class InputRecord(NamedTuple):
+    """One consumed input record, as the transport handed it over (a tuple: made per record)."""
 
     source: Source
     topic: str
