@@ -11,19 +11,23 @@ Byte format: one line of compact JSON with the small fields, then the
 inference event's JSON and the label's JSON (their lengths are in the
 header)::
 
-    {"shard":3,"first_seen":1714564800.25,"v":3,"event_ids":[..],"label_ids":[..],
+    {"shard":3,"first_seen":1714564800.25,"v":2,"event_ids":[..],"label_ids":[..],
      "feedback":[[id,rating],..],"event":630,"label":160}<newline><event JSON><label JSON>
 
-The event's JSON is its canonical form (what the contract's serializer
-writes, and what :class:`~schemas.Outcome` embeds), so an outcome splices it
-in as it is; the label's is as it arrived. Writing splices those bytes
-instead of serialising anything again (the header goes through pydantic-core's
-JSON, several times faster than the standard library's here), and the two
-numbers a sweep needs come first so it can read them without parsing the
-rest. Reading validates the event and the label again: the table is rebuilt
-from a Kafka topic, so its bytes are checked like any input. Values written
-by earlier formats (2: the event's JSON as it arrived; 1: one pydantic JSON
-object, no newline) are still read, their event made canonical.
+The event's JSON is written in its canonical form (what the contract's
+serializer writes, and what :class:`~schemas.Outcome` embeds), so an outcome
+splices it in as it is; the label's is as it arrived. Writing splices those
+bytes instead of serialising anything again (the header goes through
+pydantic-core's JSON, several times faster than the standard library's
+here), and the two numbers a sweep needs come first so it can read them
+without parsing the rest. Reading validates the event and the label again:
+the table is rebuilt from a Kafka topic, so its bytes are checked like any
+input; and it serialises the event again (about 2 us, on a cache miss only),
+because earlier code wrote the same format with the event's JSON as it
+arrived. The format number is unchanged, so workers of either version read
+each other's states (a rolling upgrade, or a rollback, shares one group and
+one changelog). Values of the first format (one pydantic JSON object, no
+newline) are still read.
 """
 
 from __future__ import annotations
@@ -40,8 +44,7 @@ from pipeline.stream.errors import JoinStateError
 from schemas.inference import InferenceEvent
 from schemas.labels import EMLabel
 
-_FORMAT = 3
-_READABLE = (2, 3)
+_FORMAT = 2
 _validate_event: Callable[[bytes], InferenceEvent] = (
     InferenceEvent.__pydantic_validator__.validate_json
 )
@@ -160,16 +163,15 @@ class JoinState(NamedTuple):
                 return cls._from_legacy(data)
             header = from_json(head)
             sizes = header["event"], header["label"]
-            if header["v"] not in _READABLE or len(body) != sum(sizes):
+            if header["v"] != _FORMAT or len(body) != sum(sizes):
                 msg = f"format {header['v']}, {len(body)} body bytes for parts of {sizes}"
                 raise ValueError(msg)
             event_raw, label_raw = body[: sizes[0]], body[sizes[0] :]
-            # Format 3 wrote the event's canonical JSON; format 2 kept it as it came.
-            canonical = event_raw if header["v"] == _FORMAT else None
             return cls(
                 int(header["shard"]),
                 float(header["first_seen"]),
-                event_view(_validate_event(event_raw), canonical) if event_raw else None,
+                # Serialised again: earlier code kept the event's JSON as it came.
+                event_view(_validate_event(event_raw)) if event_raw else None,
                 label_view(_validate_label(label_raw), label_raw) if label_raw else None,
                 tuple(header["event_ids"]),
                 tuple(header["label_ids"]),
