@@ -56,7 +56,7 @@ from pipeline.node.kafka import KafkaSettings
 from pipeline.stream.config import StreamSettings
 from pipeline.stream.faust_io import SeekGuard, Sender, TableStore, ignore_offset_gaps
 from pipeline.stream.metrics import Metrics
-from pipeline.stream.processor import INPUTS, InputRecord, Processor, Source
+from pipeline.stream.processor import INPUTS, InputRecord, OutcomeRecord, Processor, Source
 
 TABLE = "joins"
 Clock = Callable[[], datetime]
@@ -176,11 +176,8 @@ def build_app(
     # sweeper), so neither sends the other's states ahead of its outcomes.
     turn = asyncio.Lock()
 
-    async def publish(outcomes: Sequence[Any]) -> None:
-        sent = [
-            await sender.send(outcomes_topic, outcome.request_id.encode(), outcome.to_bytes())
-            for outcome in outcomes
-        ]
+    async def publish(outcomes: Sequence[OutcomeRecord]) -> None:
+        sent = [await sender.send(outcomes_topic, key, value) for key, value in outcomes]
         if sent:
             await asyncio.gather(*sent)
 

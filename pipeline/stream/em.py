@@ -5,10 +5,11 @@ ASCII punctuation, drop the articles a/an/the, fold whitespace) so EM numbers
 here are comparable with published ones. Non-ASCII punctuation is kept, as
 the script keeps it.
 
-:func:`score` normalises each distinct text of a request once (a trajectory
-repeats its answers, and the final answer is usually among them), and
-normalised texts are memoised: a request is scored again on every later
-input (feedback), and answers recur across requests.
+Normalised texts are memoised (:data:`normalized`): answers recur within a
+request (a trajectory repeats them) and across requests. The joiner
+normalises an input's texts once, when it arrives (its join state keeps
+them normalised, see :mod:`pipeline.stream.state`), and scores with
+:func:`score_normalized`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from schemas.inference import InferenceEvent
 from schemas.labels import EMLabel
@@ -33,13 +34,14 @@ def normalize_answer(text: str) -> str:
 
 
 # Bounded, so memory stays flat whatever the answers; a miss costs one normalisation.
-_normalized = lru_cache(maxsize=16_384)(normalize_answer)
+normalized = lru_cache(maxsize=16_384)(normalize_answer)
+""":func:`normalize_answer`, memoised (answers recur across requests)."""
 
 
 def exact_match(prediction: str, golds: Iterable[str]) -> bool:
     """True when the normalised prediction equals any normalised gold answer."""
-    normalized = normalize_answer(prediction)
-    return any(normalized == normalize_answer(gold) for gold in golds)
+    target = normalize_answer(prediction)
+    return any(target == normalize_answer(gold) for gold in golds)
 
 
 def checkpoint_em(answers: Sequence[str], golds: Sequence[str]) -> tuple[bool, ...]:
@@ -48,8 +50,7 @@ def checkpoint_em(answers: Sequence[str], golds: Sequence[str]) -> tuple[bool, .
     return tuple(normalize_answer(answer) in normalized_golds for answer in answers)
 
 
-@dataclass(frozen=True, slots=True)
-class Scores:
+class Scores(NamedTuple):
     """EM of one request's final answer, its full-generation answer and its checkpoints."""
 
     em: bool
@@ -57,12 +58,35 @@ class Scores:
     checkpoint_em: tuple[bool, ...] | None
 
 
-def _ran_to_end(event: InferenceEvent) -> bool:
-    return event.exploration or event.stop_reason == "natural_end"
-
-
 def score(event: InferenceEvent, label: EMLabel) -> Scores:
-    """Score an event against its label.
+    """Score an event against its label (see :func:`score_normalized`)."""
+    trajectory = event.trajectory
+    golds = label.gold_answers
+    return score_normalized(
+        normalized(event.answer),
+        tuple(normalized(point.answer) for point in trajectory) if trajectory else None,
+        ran_to_end=event.exploration or event.stop_reason == "natural_end",
+        exploration=event.exploration,
+        golds=frozenset(normalized(gold) for gold in golds) if golds is not None else None,
+        verdict=label.verdict,
+    )
+
+
+def score_normalized(
+    answer: str,
+    answers: tuple[str, ...] | None,
+    *,
+    ran_to_end: bool,
+    exploration: bool,
+    golds: frozenset[str] | None,
+    verdict: bool | None,
+) -> Scores:
+    """Score a request from its normalised answers and its label.
+
+    ``answer`` is the normalised final answer, ``answers`` the normalised
+    trajectory answers (None: no trajectory), ``ran_to_end`` whether the full
+    answer is known (an exploration request or a natural end); the label is
+    its normalised ``golds`` or, when those are None, its ``verdict``.
 
     With gold answers everything is exact. With a verdict only the final
     answer's EM is known; when the verdict is positive the final answer is
@@ -72,23 +96,15 @@ def score(event: InferenceEvent, label: EMLabel) -> Scores:
     verdict says nothing about answers that differ from the final one, so
     checkpoints stay unknown.
     """
-    trajectory = event.trajectory
-    norm = _normalized
-    answers = [norm(point.answer) for point in trajectory] if trajectory else []
-    if label.gold_answers is not None:
-        golds = {norm(gold) for gold in label.gold_answers}
-        em = norm(event.answer) in golds
-        points = tuple(answer in golds for answer in answers) if answers else None
-        if not _ran_to_end(event):
+    if golds is not None:
+        em = answer in golds
+        points = tuple([a in golds for a in answers]) if answers else None
+        if not ran_to_end:
             return Scores(em, None, points)
         # The contract defines the full answer of an exploration request as
         # its last checkpoint's answer.
-        full = points[-1] if points and event.exploration else em
+        full = points[-1] if points and exploration else em
         return Scores(em, full, points)
-    em = bool(label.verdict)
-    if answers and em:
-        final = norm(event.answer)
-        points = tuple(answer == final for answer in answers)
-    else:
-        points = None
-    return Scores(em, em if _ran_to_end(event) else None, points)
+    em = bool(verdict)
+    points = tuple([a == answer for a in answers]) if answers and em else None
+    return Scores(em, em if ran_to_end else None, points)

@@ -3,7 +3,11 @@
 :class:`Processor` decodes each input record with its contract, checks that
 it is keyed by its ``request_id`` (the join relies on co-partitioning by that
 key), runs the join transition on the state in a
-:class:`~pipeline.stream.store.StateStore`, and says what to produce. Bad
+:class:`~pipeline.stream.store.StateStore`, and says what to produce:
+outcomes as :class:`~pipeline.stream.join.OutcomeRecord` (key and value
+bytes, ready for the outcomes topic) and dead letters. Each input is decoded
+once: validated with its contract, then kept in the state in compact form
+(:mod:`pipeline.stream.state`). Bad
 input is data, not an exception: it comes back as a :class:`~schemas.DeadLetter`
 that keeps the raw bytes and where they came from, and processing goes on.
 The only exception is a join state that cannot be read back, a bug or a bad
@@ -22,15 +26,17 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
 from pydantic import ValidationError
 
 from pipeline.stream import join
 from pipeline.stream.errors import JoinStateError
+from pipeline.stream.join import OutcomeRecord
 from pipeline.stream.metrics import Metrics, Series
+from pipeline.stream.state import event_view, label_view
 from pipeline.stream.store import DictStore, StateCache, StateStore
-from schemas import DeadLetter, EMLabel, ErrorKind, InferenceEvent, Outcome, UserFeedback
+from schemas import DeadLetter, EMLabel, ErrorKind, InferenceEvent, UserFeedback
 
 __all__ = [
     "INPUTS",
@@ -40,6 +46,7 @@ __all__ = [
     "InputRecord",
     "RejectedError",
     "JoinResult",
+    "OutcomeRecord",
     "Source",
     "StateStore",
     "decode",
@@ -62,9 +69,8 @@ _VALIDATORS: dict[Source, Callable[[bytes], InferenceEvent | EMLabel | UserFeedb
 _HEADER = re.compile(rb'^\{"shard":(-?\d+),"first_seen":([0-9.eE+-]+),')
 
 
-@dataclass(frozen=True, slots=True)
-class InputRecord:
-    """One consumed input record, as the transport handed it over."""
+class InputRecord(NamedTuple):
+    """One consumed input record, as the transport handed it over (a tuple: made per record)."""
 
     source: Source
     topic: str
@@ -112,7 +118,7 @@ def decode(record: InputRecord) -> InferenceEvent | EMLabel | UserFeedback:
 class JoinResult:
     """What to produce for one record: an outcome, a dead letter, or nothing."""
 
-    outcome: Outcome | None = None
+    outcome: OutcomeRecord | None = None
     dead_letter: DeadLetter | None = None
 
 
@@ -120,7 +126,7 @@ class JoinResult:
 class JoinBatch:
     """What to produce for a batch of records, in input order."""
 
-    outcomes: list[Outcome] = field(default_factory=list)
+    outcomes: list[OutcomeRecord] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
@@ -174,15 +180,16 @@ class Processor:
         out = JoinBatch()
         outcomes, load = out.outcomes, self._load
         for record in records:
-            counts[_RECORDS[record.source]] += 1
+            source = record.source
+            counts[_RECORDS[source]] += 1
             seen = self._kept(record, changed)
             if seen is _DUPLICATE:
-                counts[_STEPS[record.source, "duplicate"]] += 1
+                counts[_STEPS[source, "duplicate"]] += 1
                 continue
             try:
                 message = decode(record)
             except RejectedError as exc:
-                letters = _series("stream_dead_letters_total", topic=record.source, kind=exc.kind)
+                letters = _series("stream_dead_letters_total", topic=source, kind=exc.kind)
                 counts[letters] += 1
                 out.dead_letters.append(self._dead_letter(record, exc, now))
                 continue
@@ -193,12 +200,14 @@ class Processor:
                 state = cast("join.JoinState | None", seen)
             shard = record.partition
             if isinstance(message, InferenceEvent):
-                step = join.on_event(state, message, shard=shard, now=now, raw=record.value or b"")
+                step = join.on_event(state, event_view(message), shard=shard, now=now)
             elif isinstance(message, EMLabel):
-                step = join.on_label(state, message, shard=shard, now=now, raw=record.value or b"")
+                step = join.on_label(state, label_view(message, record.value), shard=shard, now=now)
             else:
-                step = join.on_feedback(state, message, shard=shard, now=now)
-            counts[_STEPS[record.source, step.kind]] += 1
+                step = join.on_feedback(
+                    state, message.feedback_id, message.rating, shard=shard, now=now
+                )
+            counts[_STEPS[source, step.kind]] += 1
             if step.changed:
                 changed[key] = step.state
             if step.outcome is not None:
@@ -218,11 +227,13 @@ class Processor:
         """The state of the record's key, read once for the whole record.
 
         :data:`_DUPLICATE` when the record is the very bytes of the event or
-        label its state keeps: those passed :func:`decode` under this key and
-        their id is in the state, so decoding them again could only end in
-        ``"duplicate"``. :data:`_UNREAD` when the state was not read (no key
-        that decodes, feedback, or a state that cannot be read: the usual path
-        reports it). Otherwise the state (None: no entry yet).
+        label its state keeps (an event's canonical JSON, which is what this
+        project's producers write; a label's JSON as it came): those passed
+        :func:`decode` under this key and their id is in the state, so
+        decoding them again could only end in ``"duplicate"``. :data:`_UNREAD`
+        when the state was not read (no key that decodes, feedback, or a state
+        that cannot be read: the usual path reports it). Otherwise the state
+        (None: no entry yet).
         """
         value, key = record.value, record.key
         if not value or key is None:
@@ -237,8 +248,8 @@ class Processor:
             return _UNREAD  # decided on the usual path, which reports it
         if state is None or record.source == "user-feedback":
             return state
-        kept = state.event_raw if record.source == "inference-events" else state.label_raw
-        return _DUPLICATE if kept == value else state
+        kept = state.event if record.source == "inference-events" else state.label
+        return _DUPLICATE if kept is not None and kept.json == value else state
 
     def _load(self, key: str) -> join.JoinState | None:
         raw = self.store.get(key)
@@ -259,7 +270,7 @@ class Processor:
 
     def expire(
         self, now: datetime, window_s: float, shards: Collection[int] | None = None
-    ) -> Iterator[Outcome]:
+    ) -> Iterator[OutcomeRecord]:
         """Close the entries whose window has passed; yield their unlabeled outcomes.
 
         ``shards`` are the partitions this worker owns now; entries of other

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
+from random import Random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.stream import join
+from pipeline.stream.em import score
+from pipeline.stream.processor import DictStore, InputRecord, Processor
+from pipeline.stream.state import event_view, label_view
 from schemas import EMLabel, InferenceEvent, Outcome, UserFeedback
 from schemas.examples import EXAMPLE_TS, inference_event
+from tests.unit.test_schemas_property import ZONES, ids, inference_events, stamps
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 WINDOW_S = 600.0
@@ -52,10 +59,20 @@ def apply(state: join.JoinState | None, message: Message, now: datetime = NOW) -
     if state is not None:
         state = join.JoinState.from_bytes(state.to_bytes())
     if isinstance(message, InferenceEvent):
-        return join.on_event(state, message, shard=0, now=now)
+        return join.on_event(state, event_view(message), shard=0, now=now)
     if isinstance(message, EMLabel):
-        return join.on_label(state, message, shard=0, now=now)
-    return join.on_feedback(state, message, shard=0, now=now)
+        return join.on_label(state, label_view(message), shard=0, now=now)
+    return join.on_feedback(state, message.feedback_id, message.rating, shard=0, now=now)
+
+
+def outcome(result: join.Step | join.Expiry) -> Outcome | None:
+    """The outcome a transition or an expiry emitted, read back with its contract."""
+    record = result.outcome
+    if record is None:
+        return None
+    parsed = Outcome.from_bytes(record.value)
+    assert record.key == parsed.request_id.encode()
+    return parsed
 
 
 def run(messages: list[Message]) -> tuple[dict[str, Outcome], dict[str, str]]:
@@ -68,17 +85,17 @@ def run(messages: list[Message]) -> tuple[dict[str, Outcome], dict[str, str]]:
             states[message.request_id] = step.state
         else:
             assert step.state == states[message.request_id]  # a no-op really is one
-        if step.outcome is not None:
+        if (emitted := outcome(step)) is not None:
             previous = last.get(message.request_id)
-            assert previous is None or step.outcome.version > previous.version
-            last[message.request_id] = step.outcome
+            assert previous is None or emitted.version > previous.version
+            last[message.request_id] = emitted
     ends: dict[str, str] = {}
     later = NOW + timedelta(seconds=WINDOW_S)
     for request_id, state in states.items():
         expiry = join.expire(state, later, WINDOW_S)
         ends[request_id] = expiry.kind
-        if expiry.outcome is not None:
-            last[request_id] = expiry.outcome
+        if (expired := outcome(expiry)) is not None:
+            last[request_id] = expired
     # joined_at is when a row version was made: the one field allowed to differ.
     return {k: v.model_copy(update={"joined_at": NOW}) for k, v in last.items()}, ends
 
@@ -112,9 +129,10 @@ def test_event_then_label_emits_a_labeled_outcome() -> None:
     first = apply(None, event("r"))
     assert (first.kind, first.outcome) == ("pending", None)
     second = apply(first.state, label("r"))
-    assert second.kind == "emitted" and second.outcome is not None
-    assert (second.outcome.labeled, second.outcome.em, second.outcome.version) == (True, True, 2)
-    assert second.outcome.checkpoint_em == (False, True, True)
+    got = outcome(second)
+    assert second.kind == "emitted" and got is not None
+    assert (got.labeled, got.em, got.version) == (True, True, 2)
+    assert got.checkpoint_em == (False, True, True)
 
 
 def test_label_first_then_event_emits_the_same() -> None:
@@ -127,15 +145,13 @@ def test_feedback_before_and_after_updates_with_later_versions() -> None:
     step = apply(None, feedback("r", 0, -1))
     step = apply(step.state, event("r"))
     step = apply(step.state, label("r"))
-    assert step.outcome is not None
-    assert (step.outcome.version, step.outcome.feedback_count, step.outcome.negative_feedback) == (
-        3, 1, 1,
-    )  # fmt: skip
+    got = outcome(step)
+    assert got is not None
+    assert (got.version, got.feedback_count, got.negative_feedback) == (3, 1, 1)
     step = apply(step.state, feedback("r", 1, 1))
-    assert step.outcome is not None
-    assert (step.outcome.version, step.outcome.feedback_count, step.outcome.negative_feedback) == (
-        4, 2, 1,
-    )  # fmt: skip
+    got = outcome(step)
+    assert got is not None
+    assert (got.version, got.feedback_count, got.negative_feedback) == (4, 2, 1)
 
 
 def test_duplicates_never_double_count() -> None:
@@ -152,7 +168,8 @@ def test_a_later_label_wins_whatever_the_order() -> None:
     early, late = label("r", 0, gold="Lyon"), label("r", 5, gold="Paris")
     for order in ((early, late), (late, early)):
         step = apply(apply(apply(None, event("r")).state, order[0]).state, order[1])
-        assert step.outcome is not None and step.outcome.em is True
+        got = outcome(step)
+        assert got is not None and got.em is True
 
 
 def test_expiry_emits_unlabeled_outcomes_and_counts_orphans() -> None:
@@ -160,9 +177,10 @@ def test_expiry_emits_unlabeled_outcomes_and_counts_orphans() -> None:
     only_event = apply(apply(None, event("r")).state, feedback("r", 0, -1)).state
     assert join.expire(only_event, NOW + timedelta(seconds=WINDOW_S - 1), WINDOW_S).kind == "open"
     expiry = join.expire(only_event, later, WINDOW_S)
-    assert expiry.kind == "unlabeled" and expiry.outcome is not None
-    assert (expiry.outcome.labeled, expiry.outcome.em, expiry.outcome.version) == (False, None, 2)
-    assert expiry.outcome.negative_feedback == 1
+    got = outcome(expiry)
+    assert expiry.kind == "unlabeled" and got is not None
+    assert (got.labeled, got.em, got.version) == (False, None, 2)
+    assert got.negative_feedback == 1
     assert join.expire(apply(None, label("r")).state, later, WINDOW_S).kind == "orphan_label"
     orphan = apply(None, feedback("r", 0, 1)).state
     assert join.expire(orphan, later, WINDOW_S).kind == "orphan_feedback"
@@ -182,3 +200,69 @@ def test_inputs_per_request_are_bounded() -> None:
         state = apply(state, feedback("r", n, 1)).state
     step = apply(state, feedback("r", 10**6, 1))
     assert (step.kind, step.changed) == ("overflow", False)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[InferenceEvent, bytes, EMLabel | None, list[int], datetime]:
+    """An event (its wire bytes canonical or not), maybe a label, feedback ratings, a clock."""
+    ev: InferenceEvent = draw(inference_events())
+    raw = ev.to_bytes()
+    if draw(st.booleans()):  # another producer: spaces, key order, the ts in its own zone
+        wire = json.loads(raw)
+        wire["ts"] = ev.ts.astimezone(draw(st.sampled_from(ZONES))).isoformat()
+        raw = json.dumps(dict(reversed(wire.items())), indent=1, ensure_ascii=True).encode()
+    texts = st.text(max_size=20) | st.sampled_from(["Paris", "the Paris!", ev.answer])
+    if ev.trajectory:
+        texts |= st.sampled_from([point.answer for point in ev.trajectory])
+    lab = None
+    if draw(st.booleans()):
+        golds = draw(st.none() | st.lists(texts, min_size=1, max_size=4))
+        lab = EMLabel(
+            label_id=draw(ids), request_id=ev.request_id, labeler_id="x", ts=draw(stamps),
+            gold_answers=golds, verdict=draw(st.booleans()) if golds is None else None,
+        )  # fmt: skip
+    ratings = draw(st.lists(st.sampled_from([-1, 0, 1]), max_size=4))
+    return ev, raw, lab, ratings, draw(stamps)
+
+
+@settings(max_examples=300, deadline=None)
+@given(requests(), st.randoms(use_true_random=False))
+def test_outcome_records_are_the_contracts_bytes(
+    request: tuple[InferenceEvent, bytes, EMLabel | None, list[int], datetime], rng: Random
+) -> None:
+    """What the joiner sends equals Outcome(...).to_bytes(): the contract holds unvalidated."""
+    ev, raw, lab, ratings, now = request
+    rid = ev.request_id
+    inputs = [InputRecord("inference-events", "t", 0, 0, rid.encode(), raw)]
+    if lab is not None:
+        inputs.append(InputRecord("em-labels", "t", 0, 1, rid.encode(), lab.to_bytes()))
+    for n, rating in enumerate(ratings):
+        fb = UserFeedback(feedback_id=f"f{n}", request_id=rid, ts=now, kind="thumbs",
+                          rating=rating)  # fmt: skip
+        inputs.append(InputRecord("user-feedback", "t", 0, 2 + n, rid.encode(), fb.to_bytes()))
+    rng.shuffle(inputs)
+    processor = Processor(DictStore(), "w1", cache_entries=rng.choice([0, 10]))
+    result = processor.process_batch(inputs, now)
+    assert result.dead_letters == []
+    if lab is not None:
+        joined_at, got = now, result.outcomes[-1]
+        em, em_full, points = score(ev, lab)
+    else:
+        assert result.outcomes == []
+        joined_at = now + timedelta(seconds=WINDOW_S)
+        (got,) = processor.expire(joined_at, WINDOW_S)
+        em = em_full = points = None
+    expected = Outcome(
+        request_id=rid, event=ev, labeled=lab is not None, em=em, em_full=em_full,
+        checkpoint_em=points, feedback_count=len(ratings),
+        negative_feedback=sum(1 for r in ratings if r < 0), version=len(inputs),
+        joined_at=joined_at,
+    )  # fmt: skip
+    assert got == join.OutcomeRecord(rid.encode(), expected.to_bytes())
+
+
+def test_a_clock_outside_the_contract_emits_nothing() -> None:
+    state = apply(None, event("r")).state
+    for now in (datetime(2024, 5, 1), datetime(2300, 1, 1, tzinfo=UTC)):  # noqa: DTZ001
+        with pytest.raises(ValueError, match="joined_at"):
+            join.build_outcome(state, now, labeled=False)

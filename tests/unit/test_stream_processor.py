@@ -36,7 +36,8 @@ def test_a_joined_record_yields_an_outcome_and_counts() -> None:
     processor = Processor(DictStore(), "w1", metrics)
     assert processor.process(record(event("r")), NOW).outcome is None
     result = processor.process(record(label("r")), NOW)
-    assert result.outcome is not None and result.outcome.em is True
+    assert result.outcome is not None and result.outcome.key == b"r"
+    assert Outcome.from_bytes(result.outcome.value).em is True
     assert metrics.get("stream_records_total", topic="em-labels") == 1
     assert metrics.get("stream_join_steps_total", input="em-labels", result="emitted") == 1
     assert metrics.get("stream_outcomes_total", reason="joined") == 1
@@ -100,7 +101,7 @@ def test_expiry_emits_unlabeled_outcomes_and_forgets_foreign_partitions() -> Non
     processor.process(record(event("c"), partition=1), NOW)
     processor.process(record(event("d"), partition=0), NOW + timedelta(seconds=100))
     later = NOW + timedelta(seconds=60)
-    outcomes = list(processor.expire(later, 60.0, shards={0}))
+    outcomes = [Outcome.from_bytes(o.value) for o in processor.expire(later, 60.0, shards={0})]
     assert [o.request_id for o in outcomes] == ["a"]
     assert outcomes[0].labeled is False
     assert set(store.data) == {"d"}  # b expired as an orphan, c belongs to another worker
@@ -109,7 +110,7 @@ def test_expiry_emits_unlabeled_outcomes_and_forgets_foreign_partitions() -> Non
 
 
 def test_expiry_reads_the_header_it_relies_on() -> None:
-    raw = JoinState(shard=7, first_seen=1714564800.25).to_bytes()
+    raw = JoinState(7, 1714564800.25).to_bytes()
     assert raw.startswith(b'{"shard":7,"first_seen":1714564800.25,')
 
 
@@ -130,12 +131,12 @@ def deliveries(draw: st.DrawFn) -> tuple[list[InputRecord], list[InputRecord]]:
 def final(records: list[InputRecord]) -> dict[str, Outcome]:
     processor = Processor(DictStore(), "w1")
     last: dict[str, Outcome] = {}
-    for rec in records:
-        outcome = processor.process(rec, NOW).outcome
-        if outcome is not None:
+    emitted = [processor.process(rec, NOW).outcome for rec in records]
+    emitted += processor.expire(NOW + timedelta(hours=1), 60.0)
+    for record_ in emitted:
+        if record_ is not None:
+            outcome = Outcome.from_bytes(record_.value)
             last[outcome.request_id] = outcome
-    for outcome in processor.expire(NOW + timedelta(hours=1), 60.0):
-        last[outcome.request_id] = outcome
     return {k: v.model_copy(update={"joined_at": NOW}) for k, v in last.items()}
 
 
