@@ -8,9 +8,22 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv browser run smoke bench test lint typecheck fmt down status clean
 
-$(STAMP): pyproject.toml constraints.txt
+# llama.cpp (the llm extra) compiles here, about 5 minutes on 2 cores. It is built
+# for AVX2/FMA/F16C (-DGGML_NATIVE=OFF), not for this CPU: a native build uses
+# every instruction the CPU advertises, and some virtual machines advertise AMX
+# without enabling it (a general protection fault at the first decode). pip's
+# wheel cache does not key on CMAKE_ARGS, hence --no-cache-dir and its own stamp.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+LLAMA_STAMP := $(VENV)/.llama-portable
+
+$(LLAMA_STAMP): constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q --no-cache-dir \
+	  --force-reinstall --no-deps -c constraints.txt llama-cpp-python
+	@touch $(LLAMA_STAMP)
+
+$(STAMP): pyproject.toml constraints.txt $(LLAMA_STAMP)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[server,llm,dev]'
 	@touch $(STAMP)
 
