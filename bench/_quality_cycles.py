@@ -13,12 +13,13 @@ family-wise figure (seeds with any violation) is reported beside it.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.optimizer import ExplorationBatch, PolicySpec, Trajectory, optimize
 from pipeline.optimizer.certify import CertificateBook, advance
-from pipeline.optimizer.curve import Shape
+from pipeline.optimizer.curve import Shape, evaluate
 from pipeline.optimizer.proposal import SegmentDecision
 from pipeline.sim import sample_segment
 from schemas import LoadMode
@@ -56,12 +57,26 @@ def shape_of(decision: SegmentDecision) -> Shape | None:
     return (start, round(decision.threshold - after, 6))
 
 
-def batch(scen: Any, key: str, seed: int, n: int) -> ExplorationBatch:
-    """``n`` exploration trajectories of segment ``key`` drawn with ``seed``."""
+def as_batch(latents: Iterable[Any]) -> ExplorationBatch:
+    """Simulated requests as exploration trajectories (each runs to its natural end)."""
     return ExplorationBatch.from_trajectories(
         Trajectory(lat.tokens, lat.confidence, lat.correct, lat.correct[-1], lat.tokens[-1])
-        for lat in sample_segment(scen, key, seed, n)
+        for lat in latents
     )
+
+
+def batch(scen: Any, key: str, seed: int, n: int) -> ExplorationBatch:
+    """``n`` exploration trajectories of segment ``key`` drawn with ``seed``."""
+    return as_batch(sample_segment(scen, key, seed, n))
+
+
+def replay(
+    trajectories: ExplorationBatch, theta: float, shape: Shape, min_tokens: int, *, signed: bool
+) -> tuple[float, float]:
+    """Token saving and EM drop (signed, else one-sided) of a one-step schedule."""
+    curve = evaluate(trajectories, (theta,), min_tokens, 4096, shape)
+    drop = curve.signed_drop() if signed else curve.em_drop()
+    return float(curve.token_saving()[0]), float(drop[0])
 
 
 def repeated_cycles(

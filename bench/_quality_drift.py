@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from _common import Report
-from _quality_cycles import batch, shape_of
+from _quality_cycles import as_batch, batch, replay, shape_of
 
-from pipeline.optimizer import ExplorationBatch, PolicySpec, Trajectory, optimize
+from pipeline.optimizer import PolicySpec, optimize
 from pipeline.optimizer.certify import CertificateBook, advance
-from pipeline.optimizer.curve import evaluate
 from pipeline.optimizer.proposal import SegmentDecision
 from pipeline.sim import em_curve, oracle_threshold, sample_segment, scenario
 from pipeline.sim.scenario import DRIFT_SEGMENT
@@ -69,10 +68,7 @@ def drift_cycles(
     min_tokens = spec.settings_for(DRIFT_SEGMENT).min_tokens
     latents = sample_segment(drifted, DRIFT_SEGMENT, HELD_OUT_SEED, HELD_OUT)
     post = em_curve(latents, grid, min_tokens)
-    post_batch = ExplorationBatch.from_trajectories(
-        Trajectory(lat.tokens, lat.confidence, lat.correct, lat.correct[-1], lat.tokens[-1])
-        for lat in latents
-    )
+    post_batch = as_batch(latents)
 
     def judged(decision: SegmentDecision) -> tuple[float, float]:
         """Token saving and EM drop of the drifted segment's rule on post-drift traffic."""
@@ -80,9 +76,7 @@ def drift_cycles(
         shape = shape_of(decision)
         if shape is None:
             return post[j].token_saving, truth.point_drop(post[j])
-        c = evaluate(post_batch, (decision.threshold,), min_tokens, 4096, shape)
-        drop = c.signed_drop() if truth.signed else c.em_drop()
-        return float(c.token_saving()[0]), float(drop[0])
+        return replay(post_batch, decision.threshold, shape, min_tokens, signed=truth.signed)
 
     others = [k for k in keys if k != DRIFT_SEGMENT]
     signed = spec.risk.loss == "signed"

@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import Report, add_json_argument, percentile, print_figures
-from _quality_cycles import CycleTally, repeated_cycles, shape_of
+from _quality_cycles import CycleTally, as_batch, batch, repeated_cycles, replay, shape_of
 from _quality_drift import add_drift, drift_cycles
 from scipy import stats
 
-from pipeline.optimizer import ExplorationBatch, PolicySpec, Trajectory, load_spec, optimize
-from pipeline.optimizer.curve import Shape, evaluate
+from pipeline.optimizer import ExplorationBatch, PolicySpec, load_spec, optimize
+from pipeline.optimizer.curve import Shape
 from pipeline.sim import CurvePoint, em_curve, oracle_threshold, sample_segment, scenario
 from pipeline.sim.scenario import Scenario
 from schemas import LoadMode
@@ -71,9 +71,7 @@ class Truth:
         """Held-out token saving and EM drop of a segment under a one-step schedule."""
         found = self.memo.get((key, theta, shape))
         if found is None:
-            curve = evaluate(self.batches[key], (theta,), self.min_tokens, 4096, shape)
-            drop = curve.signed_drop() if self.signed else curve.em_drop()
-            found = (float(curve.token_saving()[0]), float(drop[0]))
+            found = replay(self.batches[key], theta, shape, self.min_tokens, signed=self.signed)
             self.memo[key, theta, shape] = found
         return found
 
@@ -128,10 +126,7 @@ def held_out(
         latents = sample_segment(scen, spec.key, HELD_OUT_SEED, n)
         curves[spec.key] = em_curve(latents, grid, min_tokens)
         full[spec.key] = sum(lat.tokens[-1] for lat in latents) / len(latents)
-        batches[spec.key] = ExplorationBatch.from_trajectories(
-            Trajectory(lat.tokens, lat.confidence, lat.correct, lat.correct[-1], lat.tokens[-1])
-            for lat in latents
-        )
+        batches[spec.key] = as_batch(latents)
     weight = {s.key: s.weight for s in scen.segments}
     return Truth(curves, weight, full, signed, batches, grid, min_tokens)
 
@@ -141,10 +136,7 @@ def calibration(scen: Scenario, seed: int, samples: int) -> dict[str, Exploratio
     out = {}
     for spec in scen.segments:
         n = max(1, round(samples * spec.weight / total))
-        out[spec.key] = ExplorationBatch.from_trajectories(
-            Trajectory(lat.tokens, lat.confidence, lat.correct, lat.correct[-1], lat.tokens[-1])
-            for lat in sample_segment(scen, spec.key, seed, n)
-        )
+        out[spec.key] = batch(scen, spec.key, seed, n)
     return out
 
 
