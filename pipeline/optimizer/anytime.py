@@ -7,9 +7,17 @@ one-sided loss ``1[full right and early wrong]`` in {0, 1}. With
 ``x = ε - d`` the wealth ``K_t = prod_{i<=t} (1 + λ_i x_i)``, whose bet
 ``λ_i`` in ``[0, cap / (1 - ε)]`` uses ``x_1 .. x_{i-1}`` only (aGRAPA:
 ``λ = Σx / (Σx² + prior)``), is a nonnegative supermartingale under H0
-(Waudby-Smith and Ramdas, 2023). By Ville's inequality it *ever* reaches
-``1/δ`` with probability at most δ, however often it is looked at: a
-candidate is certified from its first crossing on (latched).
+(Waudby-Smith and Ramdas, 2023). The wealth that is tested is the average
+of such processes over a few caps (a hedge: an average of nonnegative
+supermartingales that start at 1 is one too). By Ville's inequality it
+*ever* reaches ``1/δ`` with probability at most δ, however often it is
+looked at: a candidate is certified from its first crossing on (latched).
+
+Why hedge: while a candidate sees no loss its wealth grows by a fixed
+``log(1 + cap ε / (1 - ε))`` per sample, so its first certification comes at
+an almost fixed sample count that only the cap sets; a large cap gets there
+about a third sooner, a small one loses less on each loss. The average pays
+at most ``log(len(caps))`` against the better of its members (docs/adr-012).
 
 :func:`fixed_sequence` walks the candidates from the safest toward the most
 aggressive and stops at the first one not certified. A true null is deployed
@@ -43,9 +51,10 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-DEFAULT_CAP = 0.5
-"""Share of the largest bet that keeps wealth positive. 0.9 certifies a loss-free
-rule sooner but loses most of its wealth on one loss (research notes, docs/adr-008)."""
+DEFAULT_CAPS = (0.5, 0.9)
+"""Shares of the largest bet that keeps wealth positive, one process each, averaged.
+0.9 alone certifies a loss-free rule a third sooner but loses most of its wealth
+on one loss; 0.5 alone is slow on loss-free stretches (docs/adr-008, adr-012)."""
 DEFAULT_PRIOR = 1.0
 """Pseudo second moment of the aGRAPA bet: larger means smaller early bets."""
 
@@ -62,9 +71,11 @@ class BettingState:
         sum_x: Per candidate, sum of ``x = epsilon - d``.
         sum_x2: Per candidate, sum of ``x^2``.
         sum_d: Per candidate, sum of the losses (for the empirical mean).
-        log_wealth: Log wealth per candidate.
-        max_log_wealth: Largest log wealth each candidate has had.
+        components: Log wealth of each cap's process (rows) per candidate (columns).
+        max_log_wealth: Largest log wealth (of the average) each candidate has had.
         crossed_at: Samples seen when the wealth first reached ``1/delta``; -1 if never.
+        caps: One process per cap; the tested wealth is their average.
+        prior: Pseudo second moment of the bets.
     """
 
     epsilon: float
@@ -74,10 +85,10 @@ class BettingState:
     sum_x: FloatArray
     sum_x2: FloatArray
     sum_d: FloatArray
-    log_wealth: FloatArray
+    components: FloatArray
     max_log_wealth: FloatArray
     crossed_at: IntArray
-    cap: float = DEFAULT_CAP
+    caps: tuple[float, ...] = DEFAULT_CAPS
     prior: float = DEFAULT_PRIOR
 
     @classmethod
@@ -88,31 +99,35 @@ class BettingState:
         epsilon: float,
         delta: float,
         lower: float = -1.0,
-        cap: float = DEFAULT_CAP,
+        caps: tuple[float, ...] = DEFAULT_CAPS,
         prior: float = DEFAULT_PRIOR,
     ) -> BettingState:
         """Fresh processes (wealth 1) for ``m`` candidates.
 
         Raises:
             OptimizerError: unless m >= 1, 0 < delta < 1, lower < epsilon < 1,
-                0 < cap < 1 and prior > 0.
+                at least one cap, each in (0, 1), and prior > 0.
         """
         if m < 1 or not 0.0 < delta < 1.0 or not lower < epsilon < 1.0:
             msg = f"need m >= 1, 0 < delta < 1 and {lower} < epsilon < 1"
             raise OptimizerError(msg)
-        if not 0.0 < cap < 1.0 or not prior > 0.0:
-            msg = "need 0 < cap < 1 and prior > 0"
-            raise OptimizerError(msg)
+        _check_bets(caps, prior)
         z = np.zeros(m)
         return cls(
-            float(epsilon), float(delta), float(lower), 0, z, z.copy(), z.copy(), z.copy(),
-            z.copy(), np.full(m, -1, np.int64), float(cap), float(prior),
+            float(epsilon), float(delta), float(lower), 0, z, z.copy(), z.copy(),
+            np.zeros((len(caps), m)), z.copy(), np.full(m, -1, np.int64),
+            tuple(float(c) for c in caps), float(prior),
         )  # fmt: skip
 
     @property
     def m(self) -> int:
         """Number of candidates."""
         return int(self.sum_x.size)
+
+    @property
+    def log_wealth(self) -> FloatArray:
+        """Log of the tested wealth per candidate: the average of the caps' processes."""
+        return _average(self.components)
 
     @property
     def certified(self) -> BoolArray:
@@ -152,12 +167,14 @@ class BettingState:
             msg = f"losses must be finite and within [{self.lower}, 1]"
             raise OptimizerError(msg)
         x = self.epsilon - losses
-        top = self.cap / (1.0 - self.epsilon)
+        tops = np.asarray(self.caps)[:, None] / (1.0 - self.epsilon)  # (caps, 1)
         # _prefix(v, s)[i] = s + v[0] + ... + v[i-1], summed in order, so any split
         # of the stream into batches gives the same state.
         sums, squares = _prefix(x, self.sum_x), _prefix(x * x, self.sum_x2)
-        bets = np.clip(sums[:-1] / (squares[:-1] + self.prior), 0.0, top)
-        path = _prefix(np.log1p(bets * x), self.log_wealth)[1:]
+        wanted = (sums[:-1] / (squares[:-1] + self.prior))[:, None, :]  # (n, 1, m)
+        bets = np.clip(wanted, 0.0, tops)  # (n, caps, m)
+        paths = _prefix(np.log1p(bets * x[:, None, :]), self.components)[1:]
+        path = _average(paths, axis=1)
         over = path >= math.log(1.0 / self.delta)
         first = np.where(over.any(axis=0), self.n + 1 + over.argmax(axis=0), -1)
         return replace(
@@ -166,7 +183,7 @@ class BettingState:
             sum_x=sums[-1],
             sum_x2=squares[-1],
             sum_d=self.sum_d + losses.sum(axis=0),
-            log_wealth=path[-1],
+            components=paths[-1],
             max_log_wealth=np.maximum(self.max_log_wealth, path.max(axis=0)),
             crossed_at=np.where(self.crossed_at >= 0, self.crossed_at, first),
         )
@@ -177,13 +194,13 @@ class BettingState:
             "epsilon": self.epsilon,
             "delta": self.delta,
             "lower": self.lower,
-            "cap": self.cap,
+            "caps": list(self.caps),
             "prior": self.prior,
             "n": self.n,
             "sum_x": self.sum_x.tolist(),
             "sum_x2": self.sum_x2.tolist(),
             "sum_d": self.sum_d.tolist(),
-            "log_wealth": self.log_wealth.tolist(),
+            "log_wealth": self.components.tolist(),
             "max_log_wealth": self.max_log_wealth.tolist(),
             "crossed_at": self.crossed_at.tolist(),
         }
@@ -192,27 +209,51 @@ class BettingState:
     def from_json(cls, data: dict[str, Any]) -> BettingState:
         """Rebuild a state written by :meth:`to_json`.
 
+        A state written before hedging (one ``cap``, one log wealth per
+        candidate) goes on as a single process with that cap: switching a
+        running process's bets to the average would not be valid.
+
         Raises:
             OptimizerError: if a field is missing or the arrays disagree in length.
         """
         try:
-            sx, sx2, sd, lw, mlw = (
+            sx, sx2, sd, mlw = (
                 np.asarray(data[k], dtype=np.float64)
-                for k in ("sum_x", "sum_x2", "sum_d", "log_wealth", "max_log_wealth")
+                for k in ("sum_x", "sum_x2", "sum_d", "max_log_wealth")
             )
             crossed = np.asarray(data["crossed_at"], dtype=np.int64)
+            hedged = "caps" in data
+            caps = tuple(float(c) for c in (data["caps"] if hedged else [data["cap"]]))
+            lw = np.asarray(data["log_wealth"] if hedged else [data["log_wealth"]], np.float64)
             state = cls(
                 float(data["epsilon"]), float(data["delta"]), float(data["lower"]),
-                int(data["n"]), sx, sx2, sd, lw, mlw, crossed, float(data["cap"]),
-                float(data["prior"]),
+                int(data["n"]), sx, sx2, sd, lw, mlw, crossed, caps, float(data["prior"]),
             )  # fmt: skip
-        except (KeyError, TypeError, ValueError) as exc:
+            _check_bets(caps, state.prior)
+        except (KeyError, TypeError, ValueError, OptimizerError) as exc:
             msg = f"invalid certificate state: {exc}"
             raise OptimizerError(msg) from None
-        if len({a.shape for a in (sx, sx2, sd, lw, mlw, crossed)}) != 1 or crossed.ndim != 1:
+        same = len({a.shape for a in (sx, sx2, sd, mlw, crossed)}) == 1 and crossed.ndim == 1
+        if not same or lw.shape != (len(caps), crossed.size):
             msg = "invalid certificate state: arrays of different lengths"
             raise OptimizerError(msg)
         return state
+
+
+def _check_bets(caps: tuple[float, ...], prior: float) -> None:
+    if not caps or not all(0.0 < c < 1.0 for c in caps) or not prior > 0.0:
+        msg = "need at least one cap, each 0 < cap < 1, and prior > 0"
+        raise OptimizerError(msg)
+
+
+def _average(log_wealth: FloatArray, axis: int = 0) -> FloatArray:
+    # Log of the mean wealth over the caps' processes along ``axis``; one process is itself.
+    k = log_wealth.shape[axis]
+    if k == 1:
+        single: FloatArray = np.take(log_wealth, 0, axis=axis)
+        return single
+    mean: FloatArray = np.logaddexp.reduce(log_wealth, axis=axis) - math.log(k)
+    return mean
 
 
 def _prefix(values: FloatArray, start: FloatArray) -> FloatArray:

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.optimizer import OptimizerError
 from pipeline.optimizer.anytime import (
+    DEFAULT_CAPS,
     BettingState,
     HarmDetector,
     candidate_order,
@@ -36,26 +37,30 @@ def test_incremental_updates_equal_one_batch_and_survive_json() -> None:
         assert np.array_equal(getattr(parts, name), getattr(whole, name)), name
 
 
-def _mean_wealth(p_neg: float, p_pos: float) -> tuple[float, float]:
+def _mean_wealth(
+    p_neg: float, p_pos: float, caps: tuple[float, ...] = DEFAULT_CAPS
+) -> tuple[float, float]:
     rng = np.random.default_rng(12345)
     paths = 20_000
     d = ternary(rng, p_neg, p_pos, (200, paths))
-    state = BettingState.start(paths, epsilon=0.02, delta=0.01).update(d)
+    state = BettingState.start(paths, epsilon=0.02, delta=0.01, caps=caps).update(d)
     wealth = np.exp(state.log_wealth)
     return float(wealth.mean()), float(wealth.std() / np.sqrt(paths))
 
 
-def test_wealth_is_a_supermartingale_at_the_null_boundary() -> None:
+@pytest.mark.parametrize("caps", [DEFAULT_CAPS, (0.5,), (0.9,)])
+def test_wealth_is_a_supermartingale_at_the_null_boundary(caps: tuple[float, ...]) -> None:
     # E[d] = epsilon exactly: E[K_t] <= 1 for predictable bets. A bet that peeked at
     # the current sample, or the wrong sign of x, would push the mean far above 1.
-    mean, se = _mean_wealth(0.065, 0.085)
+    mean, se = _mean_wealth(0.065, 0.085, caps)
     assert mean <= 1.0 + 4.0 * se
-    inside, _ = _mean_wealth(0.055, 0.095)  # E[d] = .04 > epsilon
+    inside, _ = _mean_wealth(0.055, 0.095, caps)  # E[d] = .04 > epsilon
     assert inside < 1.0
 
 
 def test_the_supermartingale_check_can_fail() -> None:
-    mean, se = _mean_wealth(0.1, 0.07)  # E[d] = -0.03 < epsilon: wealth grows
+    # One cap: the large cap's wealth is too heavy-tailed for a mean +- 4 se here.
+    mean, se = _mean_wealth(0.1, 0.07, (0.5,))  # E[d] = -0.03 < epsilon: wealth grows
     assert mean > 1.0 + 4.0 * se
 
 
@@ -288,3 +293,41 @@ def test_epochs_spend_at_most_delta_in_all() -> None:
     assert spent[0] == pytest.approx(0.05) and spent[1] == pytest.approx(0.025)
     assert all(a > b for a, b in zip(spent, spent[1:], strict=False))
     assert 0.0999 < sum(spent) <= 0.1
+
+
+def test_the_hedge_certifies_a_loss_free_rule_a_third_sooner_and_pays_at_most_log_two() -> None:
+    # No loss: every sample adds a fixed log(1 + cap * eps / (1 - eps)), so the first
+    # crossing is set by the cap alone.
+    clean = np.zeros((2000, 1))
+    single = BettingState.start(1, epsilon=0.02, delta=0.02, caps=(0.5,)).update(clean)
+    hedged = BettingState.start(1, epsilon=0.02, delta=0.02).update(clean)
+    assert hedged.crossed_at[0] < 0.75 * single.crossed_at[0]
+    # With losses the average never falls more than log 2 below its better member.
+    rng = np.random.default_rng(6)
+    d = ternary(rng, 0.01, 0.03, (3000, 8))
+    mixed = BettingState.start(8, epsilon=0.02, delta=0.02).update(d)
+    start = [BettingState.start(8, epsilon=0.02, delta=0.02, caps=(c,)) for c in DEFAULT_CAPS]
+    members = [s.update(d) for s in start]
+    best = np.maximum(*(m.log_wealth for m in members))
+    assert np.all(mixed.log_wealth >= best - np.log(2) - 1e-12)
+    assert np.allclose(mixed.components, [m.log_wealth for m in members])
+
+
+def test_a_state_saved_before_the_hedge_goes_on_with_its_one_cap() -> None:
+    rng = np.random.default_rng(7)
+    d = ternary(rng, 0.05, 0.05, (1000, 3))
+    one = BettingState.start(3, epsilon=0.02, delta=0.05, caps=(0.5,)).update(d[:400])
+    saved = one.to_json()
+    saved["cap"] = saved.pop("caps")[0]  # the format written before the hedge
+    saved["log_wealth"] = saved["log_wealth"][0]
+    loaded = BettingState.from_json(saved)
+    assert loaded.caps == (0.5,)
+    after, expected = loaded.update(d[400:]), one.update(d[400:])
+    assert np.array_equal(after.log_wealth, expected.log_wealth)
+    assert np.array_equal(after.crossed_at, expected.crossed_at)
+    with pytest.raises(OptimizerError, match="cap"):
+        BettingState.start(1, epsilon=0.02, delta=0.05, caps=())
+    with pytest.raises(OptimizerError, match="cap"):
+        BettingState.from_json({**one.to_json(), "caps": [1.5]})
+    with pytest.raises(OptimizerError, match="lengths"):
+        BettingState.from_json({**one.to_json(), "caps": [0.5, 0.9]})
