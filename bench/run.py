@@ -79,7 +79,7 @@ BENCHES: tuple[Bench, ...] = (
         "quality",
         "bench_quality.py",
         "Decision quality against the oracle",
-        timeout_s=1800,
+        timeout_s=3600,
         quick_timeout_s=300,
     ),
     Bench(
