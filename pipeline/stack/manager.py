@@ -12,6 +12,7 @@ answers it creates the service account (see :mod:`pipeline.stack.mlflow_auth`).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 import urllib.error
@@ -24,9 +25,10 @@ from urllib.parse import urlsplit
 from pipeline.config import Settings, is_loopback, settings_env
 from pipeline.errors import ConfigError, StackError
 from pipeline.secret_store import ensure_secret
-from pipeline.stack import kafka, mlflow_auth
+from pipeline.stack import kafka, mlflow_auth, reaper
 from pipeline.stack.mlflow_store import ensure_database
 from pipeline.stack.process import PidRecord, ProcessTable, require_free_port, tail
+from pipeline.stack.reaper import SERVICES
 from pipeline.stack.topics import ensure_topics
 
 
@@ -234,7 +236,16 @@ def down(settings: Settings) -> dict[str, str]:
 
 
 def _names() -> list[str]:
-    return ["kafka", "clickhouse", "mlflow"]
+    return list(SERVICES)
+
+
+def tether(settings: Settings) -> subprocess.Popen[bytes]:
+    """Stop this state folder's stack when the calling process ends, even if killed.
+
+    For stacks that must not outlive their owner (test sessions, benchmarks);
+    terminate the returned process after stopping the stack normally.
+    """
+    return reaper.tether(settings.state_dir / "run")
 
 
 def status(settings: Settings) -> list[ServiceStatus]:

@@ -32,7 +32,7 @@ class PidRecord:
     log: str
 
 
-def _start_ticks(pid: int) -> int | None:
+def start_ticks(pid: int) -> int | None:
     """The process start time in clock ticks since boot, or None if it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -97,7 +97,7 @@ class ProcessTable:
         record = self.read(name)
         if record is None:
             return None
-        if _start_ticks(record.pid) != record.start_ticks:
+        if start_ticks(record.pid) != record.start_ticks:
             return None
         return record
 
@@ -117,7 +117,7 @@ class ProcessTable:
                 cwd=cwd,
                 start_new_session=True,
             )
-        ticks = _start_ticks(proc.pid)
+        ticks = start_ticks(proc.pid)
         if ticks is None:
             msg = f"{name} exited at once; see {log}"
             raise StackError(msg)
@@ -137,7 +137,7 @@ class ProcessTable:
             os.killpg(record.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if _start_ticks(record.pid) != record.start_ticks:
+            if start_ticks(record.pid) != record.start_ticks:
                 break
             _reap(record.pid)
             time.sleep(0.1)
@@ -151,7 +151,7 @@ class ProcessTable:
     def exited(self, record: PidRecord) -> bool:
         """True when the recorded process has ended (reaping it if it is our child)."""
         _reap(record.pid)
-        return _start_ticks(record.pid) != record.start_ticks
+        return start_ticks(record.pid) != record.start_ticks
 
 
 def _reap(pid: int) -> None:

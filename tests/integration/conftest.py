@@ -29,6 +29,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     from pipeline.stack import manager
 
     settings = stack_settings(tmp_path_factory.mktemp("stack"))
+    reaper = manager.tether(settings)  # stops the stack if this session is killed
     try:
         manager.up(settings)
         # `up` generated the warehouse's writer password under the state folder.
@@ -36,6 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         yield settings
     finally:
         manager.down(settings)
+        reaper.terminate()
 
 
 @pytest.fixture

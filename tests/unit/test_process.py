@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,29 @@ def test_kafka_cluster_ids_never_start_with_a_dash() -> None:
     from pipeline.stack.kafka import _kafka_uuid
 
     assert not any(_kafka_uuid().startswith("-") for _ in range(2000))
+
+
+def test_a_tethered_stack_stops_when_its_owner_is_killed(tmp_path: Path) -> None:
+    from pipeline.stack.process import start_ticks
+    from pipeline.stack.reaper import tether
+
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    table = ProcessTable(tmp_path / "run")
+    services = [
+        table.spawn(name, [sys.executable, "-c", "import time; time.sleep(60)"],
+                    tmp_path / f"{name}.log", dict(os.environ))
+        for name in ("kafka", "mlflow")
+    ]  # fmt: skip
+    reaper = tether(tmp_path / "run", owner=owner.pid, poll_s=0.1)
+    try:
+        time.sleep(0.5)
+        assert all(table.alive(r.name) == r for r in services)  # the owner lives: nothing stops
+        owner.kill()  # no chance to clean up
+        owner.wait()
+        assert reaper.wait(timeout=30) == 0
+        assert all(start_ticks(r.pid) is None for r in services)
+        assert not list((tmp_path / "run").glob("*.pid"))
+    finally:
+        reaper.kill()
+        for r in services:
+            table.stop(r.name, timeout_s=5)
