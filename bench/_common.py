@@ -180,11 +180,10 @@ def stack(choice: str, *, kafka_heap: str = "512m") -> Iterator[Settings]:
             mlflow={"tracking_uri": f"http://127.0.0.1:{free_port()}"},
             embedded={"kafka_controller_port": free_port(), "kafka_heap": kafka_heap},
         )
-        reaper = manager.tether(settings)  # stops the stack if the benchmark is killed
-        try:
-            manager.up(settings)
-            ensure_topics(settings)
-            yield settings
-        finally:
-            manager.down(settings)
-            reaper.terminate()
+        with manager.tethered(settings):  # stops the stack if the benchmark is killed
+            try:
+                manager.up(settings)
+                ensure_topics(settings)
+                yield settings
+            finally:
+                manager.down(settings)

@@ -12,12 +12,12 @@ answers it creates the service account (see :mod:`pipeline.stack.mlflow_auth`).
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -239,13 +239,19 @@ def _names() -> list[str]:
     return list(SERVICES)
 
 
-def tether(settings: Settings) -> subprocess.Popen[bytes]:
-    """Stop this state folder's stack when the calling process ends, even if killed.
+@contextmanager
+def tethered(settings: Settings) -> Iterator[None]:
+    """Inside it, this state folder's stack is stopped if the calling process ends, even killed.
 
-    For stacks that must not outlive their owner (test sessions, benchmarks);
-    terminate the returned process after stopping the stack normally.
+    For stacks that must not outlive their owner (test sessions, benchmarks):
+    start and stop the stack inside the block; leaving it ends the reaper.
     """
-    return reaper.tether(settings.state_dir / "run")
+    proc = reaper.tether(settings.state_dir / "run")
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def status(settings: Settings) -> list[ServiceStatus]:

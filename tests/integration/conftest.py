@@ -29,15 +29,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     from pipeline.stack import manager
 
     settings = stack_settings(tmp_path_factory.mktemp("stack"))
-    reaper = manager.tether(settings)  # stops the stack if this session is killed
-    try:
-        manager.up(settings)
-        # `up` generated the warehouse's writer password under the state folder.
-        settings = with_stored_secrets(settings)
-        yield settings
-    finally:
-        manager.down(settings)
-        reaper.terminate()
+    with manager.tethered(settings):  # stops the stack if this session is killed
+        try:
+            manager.up(settings)
+            # `up` generated the warehouse's writer password under the state folder.
+            settings = with_stored_secrets(settings)
+            yield settings
+        finally:
+            manager.down(settings)
 
 
 @pytest.fixture

@@ -283,13 +283,12 @@ class PrivateStack:
 def private_stack(state_dir: Path, services: set[str]) -> Iterator[PrivateStack]:
     """Start ``services`` of a fresh embedded stack; stop them all at the end."""
     settings = stack_settings(state_dir)
-    reaper = manager.tether(settings)  # stops these services if the session is killed
-    try:
-        manager.up(settings, only=services)
-        yield PrivateStack(with_stored_secrets(settings))
-    finally:
-        manager.down(settings)
-        reaper.terminate()
+    with manager.tethered(settings):  # stops these services if the session is killed
+        try:
+            manager.up(settings, only=services)
+            yield PrivateStack(with_stored_secrets(settings))
+        finally:
+            manager.down(settings)
 
 
 SERVICE_URLS = {"clickhouse": ("clickhouse", "url"), "mlflow": ("mlflow", "tracking_uri")}
@@ -307,10 +306,9 @@ def private_service(settings: Settings, state_dir: Path, service: str) -> Iterat
         update={field: f"http://127.0.0.1:{free_port()}"}
     )
     private = PrivateStack(settings.model_copy(update={"state_dir": state_dir, section: changed}))
-    reaper = manager.tether(private.settings)
-    try:
-        private.start(service)
-        yield private
-    finally:
-        manager.down(private.settings)
-        reaper.terminate()
+    with manager.tethered(private.settings):
+        try:
+            private.start(service)
+            yield private
+        finally:
+            manager.down(private.settings)
