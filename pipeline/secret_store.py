@@ -70,7 +70,7 @@ def read_secret(path: Path) -> SecretStr | None:
     return SecretStr(value)
 
 
-def _write_new(path: Path, value: str) -> bool:
+def _write_private(path: Path, value: str) -> bool:
     """Create ``path`` holding ``value`` with mode 0600; False when it already exists."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.parent.chmod(0o700)  # mkdir's mode is masked by the umask; an old folder keeps its own
@@ -85,6 +85,30 @@ def _write_new(path: Path, value: str) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def _write_new(path: Path, value: str) -> bool:
+    """Make ``path`` hold ``value`` (mode 0600) unless it exists; False when it did.
+
+    The secret is written to a private temporary file first and hard-linked to
+    ``path`` (which fails when ``path`` exists), so ``path`` appears with its
+    whole content: a racing start never reads it empty.
+    """
+    tmp = _temporary(path)
+    if not _write_private(tmp, value):
+        msg = f"cannot create {tmp}: it exists"
+        raise SecretFileError(msg)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}")
 
 
 def ensure_secret(path: Path) -> tuple[SecretStr, bool]:
@@ -111,8 +135,8 @@ def replace_secret(path: Path, value: SecretStr) -> None:
     Written to a new file first and renamed over the old one, so a reader sees
     the old secret or the new one, never a partial file.
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    if not _write_new(tmp, value.get_secret_value()):
+    tmp = _temporary(path)
+    if not _write_private(tmp, value.get_secret_value()):
         msg = f"cannot create {tmp}: it exists"
         raise SecretFileError(msg)
     os.replace(tmp, path)

@@ -61,17 +61,30 @@ def test_unsafe_or_empty_files_are_refused_without_showing_the_value(tmp_path: P
 
 
 def test_racing_starts_agree_on_one_secret(tmp_path: Path) -> None:
-    path = secret_path(tmp_path, WAREHOUSE_PASSWORD)
-    seen: list[str] = []
-    threads = [
-        threading.Thread(target=lambda: seen.append(ensure_secret(path)[0].get_secret_value()))
-        for _ in range(8)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(set(seen)) == 1
+    # A racer must never see the winner's file before its secret is in it (it used to
+    # be created empty and written after), so every racer gets the one secret.
+    for round_ in range(40):
+        path = secret_path(tmp_path / str(round_), WAREHOUSE_PASSWORD)
+        seen: list[str] = []
+        failed: list[BaseException] = []
+        start = threading.Barrier(8)
+
+        def race(path: Path = path, seen: list[str] = seen, failed: list[BaseException] = failed,
+                 start: threading.Barrier = start) -> None:  # fmt: skip
+            start.wait()
+            try:
+                seen.append(ensure_secret(path)[0].get_secret_value())
+            except Exception as exc:  # noqa: BLE001  # collected and asserted below
+                failed.append(exc)
+
+        threads = [threading.Thread(target=race) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failed, failed
+        assert len(seen) == 8 and len(set(seen)) == 1
+        assert not [p for p in path.parent.iterdir() if p != path]  # no temporary file left
 
 
 def test_the_stored_password_fills_in_only_an_unset_setting(
