@@ -7,12 +7,15 @@ one batch when ``sink_batch_rows`` are buffered or the oldest is
 ``sink_batch_max_s`` old. Offsets are committed synchronously after the
 batch is in ClickHouse.
 
-Pipelined: a batch is decoded and inserted by a writer thread while the
-consumer thread reads the next one, so Kafka fetches and ClickHouse's own
-work overlap the sink's Python work (the sink was consume + decode + insert
-in series before; see BENCHMARKS.md). At most one batch is in flight; its
-offsets are committed by the consumer thread once the writer is done, so
-commits stay in order.
+Pipelined: a batch is inserted by a writer thread while the consumer thread
+reads the next one and decodes it (contracts, rows from JSON:
+:meth:`ClickHouseWriter.decode`), so the decode of one batch overlaps the
+insert of the one before and ClickHouse's own work on it (see
+BENCHMARKS.md). The writer looks up the stored versions of a batch's
+outcomes only when it writes that batch, after the batch before is in the
+table, so a batch's outcomes are checked against every row written before
+them. At most one batch is in flight; its offsets are committed by the
+consumer thread once the writer is done, so commits stay in order.
 
 Backpressure: when ClickHouse is slow or down the writer keeps the batch and
 retries with exponential backoff; the consumer thread waits for it with its
@@ -165,7 +168,16 @@ class Sink:
         return size > 0 and time.monotonic() - self._opened >= self.stream.sink_batch_max_s
 
     def _hand_over(self) -> None:
-        """Give the buffered batch to the writer (after the one in flight is done)."""
+        """Decode the buffered batch, then give it to the writer once the one in flight is done.
+
+        The decode runs here, on the consumer thread, while the writer inserts
+        the batch before. Waiting for that one may change the buffer (a
+        rebalance gives records back or drops some, a resume adds the records
+        kept while paused); such a change forgets the decode
+        (:meth:`SinkBatch.changed`) and the writer decodes the batch itself.
+        """
+        if self._batch.records and self._batch.decoded is None:
+            self._batch.decoded = self.writer.decode(self._batch)
         self._await_inflight()
         batch = self._batch
         if not batch.records:
@@ -245,7 +257,9 @@ class Sink:
             self._consumer.pause(assignment)
         else:
             self._consumer.resume(assignment)
-            self._batch.records.extend(self._carry)
+            if self._carry:
+                self._batch.records.extend(self._carry)
+                self._batch.changed()
             self._carry = []
             log.info("ClickHouse takes writes again; resumed")
         self._paused = on
@@ -313,7 +327,7 @@ class Sink:
                 self._commit(batch, written)
             else:
                 self._batch.records[:0] = batch.records
-                self._batch.prepared = None
+                self._batch.changed()
         batch = self._batch
         if not self._paused and batch.records:
             try:
@@ -325,7 +339,7 @@ class Sink:
         kept = [r for r in batch.records if (r.topic, r.partition) not in revoked]
         if len(kept) != len(batch.records):
             batch.records[:] = kept
-            batch.prepared = None  # its rows included the records just dropped
+            batch.changed()  # its rows included the records just dropped
         self._carry = [r for r in self._carry if (r.topic, r.partition) not in revoked]
 
 
