@@ -15,7 +15,9 @@ BENCHMARKS.md). The writer looks up the stored versions of a batch's
 outcomes only when it writes that batch, after the batch before is in the
 table, so a batch's outcomes are checked against every row written before
 them. At most one batch is in flight; its offsets are committed by the
-consumer thread once the writer is done, so commits stay in order.
+consumer thread once the writer is done with it (after the next batch is
+handed over, so the writer does not wait for the broker), so commits stay in
+order and never come before their batch's insert.
 
 Backpressure: when ClickHouse is slow or down the writer keeps the batch and
 retries with exponential backoff; the consumer thread waits for it with its
@@ -178,19 +180,28 @@ class Sink:
         """
         if self._batch.records and self._batch.decoded is None:
             self._batch.decoded = self.writer.decode(self._batch)
-        self._await_inflight()
+        done = self._await_inflight(commit=False)
         batch = self._batch
-        if not batch.records:
-            return
-        self._abandon.clear()
-        self._inflight = (batch, self._pool.submit(self._write, batch))
-        self._batch = SinkBatch(records=self._carry)
-        self._carry = []
-        self._opened = time.monotonic()
-        self.metrics.set("sink_buffered_records", len(self._batch.records))
+        if batch.records:
+            self._abandon.clear()
+            self._inflight = (batch, self._pool.submit(self._write, batch))
+            self._batch = SinkBatch(records=self._carry)
+            self._carry = []
+            self._opened = time.monotonic()
+            self.metrics.set("sink_buffered_records", len(self._batch.records))
+        if done is not None:
+            # Committed once the next batch is with the writer, which need not wait
+            # for the broker; still in order, and only after its own insert.
+            self._commit(*done)
 
-    def _await_inflight(self) -> None:
-        """Wait for the batch in flight, polling (paused) while ClickHouse refuses it."""
+    def _await_inflight(self, *, commit: bool = True) -> tuple[SinkBatch, dict[str, int]] | None:
+        """Wait for the batch in flight, polling (paused) while ClickHouse refuses it.
+
+        Its offsets are committed, or with ``commit=False`` the batch and its
+        rows written are returned for the caller to commit (None if there is
+        nothing to commit).
+        """
+        done = None
         while self._inflight is not None:
             _, future = self._inflight
             if self._failing.is_set():
@@ -203,20 +214,29 @@ class Sink:
                     self.metrics.inc("sink_records_total")
             else:
                 wait([future], timeout=0.1)
-            self._reap()
+            done = self._reap(commit=commit)
         self._pause(False)
+        return done
 
-    def _reap(self) -> None:
-        """Commit the batch in flight if the writer is done with it; re-raise what it raised."""
+    def _reap(self, *, commit: bool = True) -> tuple[SinkBatch, dict[str, int]] | None:
+        """Commit the batch in flight if the writer is done with it; re-raise what it raised.
+
+        With ``commit=False`` the batch and its rows written are returned instead.
+        """
         if self._inflight is None or not self._inflight[1].done():
-            return
+            return None
         batch, future = self._inflight
         self._inflight = None
         written = future.result()  # a SinkError stops the sink here
         if written is None:
             self._gave_up = self._stop.is_set()
-        elif batch.records:
-            self._commit(batch, written)
+            return None
+        if not batch.records:
+            return None
+        if not commit:
+            return batch, written
+        self._commit(batch, written)
+        return None
 
     def _write(self, batch: SinkBatch) -> dict[str, int] | None:
         """Write with backoff until it succeeds; None when abandoned or a stop runs out of time.
