@@ -7,17 +7,12 @@ one batch when ``sink_batch_rows`` are buffered or the oldest is
 ``sink_batch_max_s`` old. Offsets are committed synchronously after the
 batch is in ClickHouse.
 
-Pipelined: a batch is inserted by a writer thread while the consumer thread
-reads the next one and decodes it (contracts, rows from JSON:
-:meth:`ClickHouseWriter.decode`), so the decode of one batch overlaps the
-insert of the one before and ClickHouse's own work on it (see
-BENCHMARKS.md). The writer looks up the stored versions of a batch's
-outcomes only when it writes that batch, after the batch before is in the
-table, so a batch's outcomes are checked against every row written before
-them. At most one batch is in flight; its offsets are committed by the
-consumer thread once the writer is done with it (after the next batch is
-handed over, so the writer does not wait for the broker), so commits stay in
-order and never come before their batch's insert.
+Pipelined: a batch is decoded and inserted by a writer thread while the
+consumer thread reads the next one, so Kafka fetches and ClickHouse's own
+work overlap the sink's Python work (the sink was consume + decode + insert
+in series before; see BENCHMARKS.md). At most one batch is in flight; its
+offsets are committed by the consumer thread once the writer is done, so
+commits stay in order.
 
 Backpressure: when ClickHouse is slow or down the writer keeps the batch and
 retries with exponential backoff; the consumer thread waits for it with its
@@ -170,38 +165,20 @@ class Sink:
         return size > 0 and time.monotonic() - self._opened >= self.stream.sink_batch_max_s
 
     def _hand_over(self) -> None:
-        """Decode the buffered batch, then give it to the writer once the one in flight is done.
-
-        The decode runs here, on the consumer thread, while the writer inserts
-        the batch before. Waiting for that one may change the buffer (a
-        rebalance gives records back or drops some, a resume adds the records
-        kept while paused); such a change forgets the decode
-        (:meth:`SinkBatch.changed`) and the writer decodes the batch itself.
-        """
-        if self._batch.records and self._batch.decoded is None:
-            self._batch.decoded = self.writer.decode(self._batch)
-        done = self._await_inflight(commit=False)
+        """Give the buffered batch to the writer (after the one in flight is done)."""
+        self._await_inflight()
         batch = self._batch
-        if batch.records:
-            self._abandon.clear()
-            self._inflight = (batch, self._pool.submit(self._write, batch))
-            self._batch = SinkBatch(records=self._carry)
-            self._carry = []
-            self._opened = time.monotonic()
-            self.metrics.set("sink_buffered_records", len(self._batch.records))
-        if done is not None:
-            # Committed once the next batch is with the writer, which need not wait
-            # for the broker; still in order, and only after its own insert.
-            self._commit(*done)
+        if not batch.records:
+            return
+        self._abandon.clear()
+        self._inflight = (batch, self._pool.submit(self._write, batch))
+        self._batch = SinkBatch(records=self._carry)
+        self._carry = []
+        self._opened = time.monotonic()
+        self.metrics.set("sink_buffered_records", len(self._batch.records))
 
-    def _await_inflight(self, *, commit: bool = True) -> tuple[SinkBatch, dict[str, int]] | None:
-        """Wait for the batch in flight, polling (paused) while ClickHouse refuses it.
-
-        Its offsets are committed, or with ``commit=False`` the batch and its
-        rows written are returned for the caller to commit (None if there is
-        nothing to commit).
-        """
-        done = None
+    def _await_inflight(self) -> None:
+        """Wait for the batch in flight, polling (paused) while ClickHouse refuses it."""
         while self._inflight is not None:
             _, future = self._inflight
             if self._failing.is_set():
@@ -214,29 +191,20 @@ class Sink:
                     self.metrics.inc("sink_records_total")
             else:
                 wait([future], timeout=0.1)
-            done = self._reap(commit=commit)
+            self._reap()
         self._pause(False)
-        return done
 
-    def _reap(self, *, commit: bool = True) -> tuple[SinkBatch, dict[str, int]] | None:
-        """Commit the batch in flight if the writer is done with it; re-raise what it raised.
-
-        With ``commit=False`` the batch and its rows written are returned instead.
-        """
+    def _reap(self) -> None:
+        """Commit the batch in flight if the writer is done with it; re-raise what it raised."""
         if self._inflight is None or not self._inflight[1].done():
-            return None
+            return
         batch, future = self._inflight
         self._inflight = None
         written = future.result()  # a SinkError stops the sink here
         if written is None:
             self._gave_up = self._stop.is_set()
-            return None
-        if not batch.records:
-            return None
-        if not commit:
-            return batch, written
-        self._commit(batch, written)
-        return None
+        elif batch.records:
+            self._commit(batch, written)
 
     def _write(self, batch: SinkBatch) -> dict[str, int] | None:
         """Write with backoff until it succeeds; None when abandoned or a stop runs out of time.
@@ -277,9 +245,7 @@ class Sink:
             self._consumer.pause(assignment)
         else:
             self._consumer.resume(assignment)
-            if self._carry:
-                self._batch.records.extend(self._carry)
-                self._batch.changed()
+            self._batch.records.extend(self._carry)
             self._carry = []
             log.info("ClickHouse takes writes again; resumed")
         self._paused = on
@@ -347,7 +313,7 @@ class Sink:
                 self._commit(batch, written)
             else:
                 self._batch.records[:0] = batch.records
-                self._batch.changed()
+                self._batch.prepared = None
         batch = self._batch
         if not self._paused and batch.records:
             try:
@@ -359,7 +325,7 @@ class Sink:
         kept = [r for r in batch.records if (r.topic, r.partition) not in revoked]
         if len(kept) != len(batch.records):
             batch.records[:] = kept
-            batch.changed()  # its rows included the records just dropped
+            batch.prepared = None  # its rows included the records just dropped
         self._carry = [r for r in self._carry if (r.topic, r.partition) not in revoked]
 
 

@@ -1,15 +1,10 @@
 """Write one batch of Kafka records to ClickHouse, idempotently.
 
-A batch is decoded once into rows per table and those rows are kept on the
-batch, so a retry inserts exactly what the first attempt tried. Preparing is
-two steps: :meth:`ClickHouseWriter.decode` (contracts, rows from JSON; no
-client, so the sink runs it on its consumer thread while the batch before is
-being inserted) and the lookup of stored outcome versions, which
-:meth:`ClickHouseWriter.write` runs only when it writes the batch, after the
-batch before is in the table. :meth:`ClickHouseWriter.prepare` is both.
-Every insert carries an ``insert_deduplication_token`` derived from the
-batch's topic/partition/offset ranges and the table, so an insert that
-succeeded before a timeout is dropped by the server on retry.
+A batch is decoded once into rows per table (:meth:`ClickHouseWriter.prepare`)
+and those rows are kept on the batch, so a retry inserts exactly what the
+first attempt tried. Every insert carries an ``insert_deduplication_token``
+derived from the batch's topic/partition/offset ranges and the table, so an
+insert that succeeded before a timeout is dropped by the server on retry.
 
 Outcomes come from the joiner, so their rows are built straight from their
 JSON with a structural check (:mod:`pipeline.stream.outcome_rows`); only what
@@ -104,40 +99,13 @@ class Prepared:
 
 
 @dataclass
-class Decoded:
-    """A batch's records as rows, before the lookup of stored outcome versions.
-
-    Nothing in it depends on the table: it can be made on any thread, any time
-    before the batch is written, and stays valid while the batch's records do.
-    """
-
-    size: int
-    """How many of the batch's records it covers (all of them when made)."""
-    events: list[list[Any]]
-    feedback: list[list[Any]]
-    letters: list[list[Any]]
-    sources: dict[str, list[int]]
-    """Per table of the rows above, the index of the record each row comes from."""
-    outcomes: list[tuple[int, OutcomeRows]]
-    """The valid outcomes with the index of their record, in batch order."""
-    skipped: Counter[str]
-
-
-@dataclass
 class SinkBatch:
     """Records written together and committed together."""
 
     records: list[SinkRecord] = field(default_factory=list)
-    decoded: Decoded | None = None
-    """The records decoded ahead of the write (:meth:`ClickHouseWriter.decode`), if they were."""
     prepared: Prepared | None = None
     refused: dict[int, str] = field(default_factory=dict)
     """Records whose rows ClickHouse refused (index in ``records``), with the reason."""
-
-    def changed(self) -> None:
-        """Forget the rows made from the records: call after adding or removing records."""
-        self.decoded = None
-        self.prepared = None
 
     def ranges(self) -> dict[tuple[str, int], tuple[int, int]]:
         """First and last offset per topic partition."""
@@ -308,18 +276,7 @@ class ClickHouseWriter:
         client.data_insert(context)
 
     def prepare(self, client: Any, batch: SinkBatch) -> Prepared:
-        """The batch as rows (decoded now unless it was); outcomes already in the table left out."""
-        decoded = batch.decoded
-        if decoded is None or decoded.size != len(batch.records):
-            decoded = self.decode(batch)
-        return self._finish(client, decoded)
-
-    def decode(self, batch: SinkBatch) -> Decoded:
-        """The batch's records as rows, without the lookup of stored versions.
-
-        Touches neither the client nor anything :meth:`write` changes, so it may
-        run on another thread while a write of another batch is under way.
-        """
+        """Decode the batch into rows; outcomes already in the table are left out."""
         skipped: Counter[str] = Counter()
         events: list[list[Any]] = []
         feedback: list[list[Any]] = []
@@ -345,20 +302,14 @@ class ClickHouseWriter:
             elif letter := _decode(DeadLetter, rec, skipped):
                 letters.append(rows.dead_letter_row(letter))
                 src["letters"].append(index)
-        return Decoded(len(batch.records), events, feedback, letters, src, outcomes, skipped)
-
-    def _finish(self, client: Any, decoded: Decoded) -> Prepared:
-        """The decoded rows with the outcomes newer than the table's (``decoded`` is unchanged)."""
-        skipped = Counter(decoded.skipped)
-        fresh = self._fresh(client, decoded.outcomes, skipped)
+        fresh = self._fresh(client, outcomes, skipped)
         points = [row for _, parts, _ in fresh for row in parts.points]
         outcome_rows_ = [[*parts.row, prev] for _, parts, prev in fresh]
-        src = decoded.sources
         return Prepared(
             [
-                ("inference_events", rows.INFERENCE_EVENT_COLUMNS, decoded.events),
-                ("user_feedback", rows.FEEDBACK_COLUMNS, decoded.feedback),
-                ("dead_letters", rows.DEAD_LETTER_COLUMNS, decoded.letters),
+                ("inference_events", rows.INFERENCE_EVENT_COLUMNS, events),
+                ("user_feedback", rows.FEEDBACK_COLUMNS, feedback),
+                ("dead_letters", rows.DEAD_LETTER_COLUMNS, letters),
                 ("trajectory_points", rows.TRAJECTORY_COLUMNS, points),
                 ("outcomes", rows.OUTCOME_COLUMNS, outcome_rows_),
             ],

@@ -120,47 +120,6 @@ def test_a_retry_inserts_exactly_what_the_first_attempt_prepared() -> None:
     assert client.inserts[1] == client.inserts[3]
 
 
-def test_a_batch_decoded_ahead_is_written_as_one_decoded_by_the_write() -> None:
-    stored = rows.contribution(outcome(2))
-    records = [
-        SinkRecord("outcomes", "o", 0, i, o.to_bytes())
-        for i, o in enumerate([outcome(2), outcome(3, 2), outcome(4, 2)])
-    ]
-    records.append(SinkRecord("outcomes", "o", 0, 9, b"garbage"))
-    now = datetime(2024, 5, 1, tzinfo=UTC)
-
-    def no_client() -> Any:
-        msg = "decode must not need the client"
-        raise AssertionError(msg)
-
-    got: list[tuple[list[tuple[str, list[list[Any]]]], dict[str, int]]] = []
-    for ahead in (False, True):
-        client = FakeClient({OUTCOME.request_id: stored})
-        batch = SinkBatch(list(records))
-        if ahead:  # what the sink's consumer thread does, the client left alone
-            batch.decoded = ClickHouseWriter(no_client, clock=lambda: now).decode(batch)
-            client.existing[OUTCOME.request_id] = rows.contribution(outcome(3, 2))
-        written = ClickHouseWriter(lambda client=client: client, clock=lambda: now).write(batch)
-        got.append(([(t, v) for t, v, _ in client.inserts], written))
-    (before, written_before), (ahead_, written_ahead) = got
-    # The lookup runs at the write, so an outcome stored after the decode is skipped.
-    assert written_before == {"dead_letters": 1, "trajectory_points": 6, "outcomes": 2}
-    assert written_ahead == {"dead_letters": 1, "trajectory_points": 3, "outcomes": 1}
-    assert before[0] == ahead_[0]  # the same dead letter
-    assert before[2][1][1:] == ahead_[2][1]  # the newest outcome: the same row, the same prev
-
-
-def test_a_batch_changed_after_its_decode_is_decoded_again() -> None:
-    client = FakeClient({})
-    writer = ClickHouseWriter(lambda: client)
-    batch = SinkBatch([SinkRecord("outcomes", "o", 0, 0, outcome(2).to_bytes())])
-    batch.decoded = writer.decode(batch)
-    batch.records.append(SinkRecord("outcomes", "o", 1, 0, b"garbage"))
-    assert writer.prepare(client, batch).sources["dead_letters"] == [1]  # more records than decoded
-    batch.changed()
-    assert batch.decoded is None and batch.prepared is None
-
-
 def test_contribution_floors_to_the_minute_in_utc() -> None:
     event = OUTCOME.event.model_copy(update={"ts": datetime(2024, 5, 1, 12, 7, 59, 999, UTC)})
     got = rows.contribution(OUTCOME.model_copy(update={"event": event}))
