@@ -13,6 +13,7 @@ the history is earlier samples of the same stationary stream.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -50,18 +51,27 @@ def _trajectory(latent: Latent) -> Trajectory:
     )
 
 
-def history_batches(scen: Scenario, seed: int, per_segment: int) -> dict[str, ExplorationBatch]:
-    """``per_segment`` exploration trajectories of every segment, before any drift."""
+def history_batches(
+    scen: Scenario, seed: int, per_segment: int, budgets: Mapping[str, int] | None = None
+) -> dict[str, ExplorationBatch]:
+    """``per_segment`` exploration trajectories of every segment, before any drift.
+
+    ``budgets`` are the token budgets the live fleet cuts each segment's
+    generations at (the policy's, as :func:`pipeline.sim.fleet` applies them);
+    a history cut at another budget is another stream, whose loss rates the
+    change detectors would read as a change. Without it, the scenario's own.
+    """
     batches: dict[str, ExplorationBatch] = {}
     for segment in scen.segments:
         spec = scen.spec_at(segment.key, 0)
         stream = f"history/{segment.key}"
+        cut = spec.token_budget if budgets is None else budgets[segment.key]
         rows = [
             _trajectory(
                 sample_latent(
                     spec,
                     scen.checkpoint_every,
-                    spec.token_budget,
+                    cut,
                     request_rng(seed + HISTORY_SEED_OFFSET, i, stream),
                 )
             )
@@ -76,7 +86,9 @@ def seed_certificates(
 ) -> History:
     """Feed the history to a fresh certificate book and save it where the controller reads it."""
     spec = load_spec(spec_path)
-    batches = history_batches(scen, seed, per_segment)
+    # Cut where live traffic is cut: the spec's budget per segment (the policy's).
+    budgets = {s.key: spec.settings_for(s.key).token_budget for s in scen.segments}
+    batches = history_batches(scen, seed, per_segment, budgets)
     known = list(spec.default_policy.segments)
     book, _ = advance(CertificateBook.empty(spec), spec, batches, known)
     path = book_path(state_dir, spec.name)
