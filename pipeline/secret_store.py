@@ -94,10 +94,7 @@ def _write_new(path: Path, value: str) -> bool:
     ``path`` (which fails when ``path`` exists), so ``path`` appears with its
     whole content: a racing start never reads it empty.
     """
-    tmp = _temporary(path)
-    if not _write_private(tmp, value):
-        msg = f"cannot create {tmp}: it exists"
-        raise SecretFileError(msg)
+    tmp = _write_temporary(path, value)
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -107,8 +104,13 @@ def _write_new(path: Path, value: str) -> bool:
     return True
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+def _write_temporary(path: Path, value: str) -> Path:
+    """A new private file beside ``path`` holding ``value``; its path."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    if not _write_private(tmp, value):
+        msg = f"cannot create {tmp}: it exists"
+        raise SecretFileError(msg)
+    return tmp
 
 
 def ensure_secret(path: Path) -> tuple[SecretStr, bool]:
@@ -135,11 +137,7 @@ def replace_secret(path: Path, value: SecretStr) -> None:
     Written to a new file first and renamed over the old one, so a reader sees
     the old secret or the new one, never a partial file.
     """
-    tmp = _temporary(path)
-    if not _write_private(tmp, value.get_secret_value()):
-        msg = f"cannot create {tmp}: it exists"
-        raise SecretFileError(msg)
-    os.replace(tmp, path)
+    os.replace(_write_temporary(path, value.get_secret_value()), path)
 
 
 def new_password() -> SecretStr:

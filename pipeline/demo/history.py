@@ -52,26 +52,25 @@ def _trajectory(latent: Latent) -> Trajectory:
 
 
 def history_batches(
-    scen: Scenario, seed: int, per_segment: int, budgets: Mapping[str, int] | None = None
+    scen: Scenario, seed: int, per_segment: int, budgets: Mapping[str, int]
 ) -> dict[str, ExplorationBatch]:
     """``per_segment`` exploration trajectories of every segment, before any drift.
 
     ``budgets`` are the token budgets the live fleet cuts each segment's
     generations at (the policy's, as :func:`pipeline.sim.fleet` applies them);
     a history cut at another budget is another stream, whose loss rates the
-    change detectors would read as a change. Without it, the scenario's own.
+    change detectors would read as a change.
     """
     batches: dict[str, ExplorationBatch] = {}
     for segment in scen.segments:
         spec = scen.spec_at(segment.key, 0)
         stream = f"history/{segment.key}"
-        cut = spec.token_budget if budgets is None else budgets[segment.key]
         rows = [
             _trajectory(
                 sample_latent(
                     spec,
                     scen.checkpoint_every,
-                    cut,
+                    budgets[segment.key],
                     request_rng(seed + HISTORY_SEED_OFFSET, i, stream),
                 )
             )

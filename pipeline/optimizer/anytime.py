@@ -247,12 +247,9 @@ def _check_bets(caps: tuple[float, ...], prior: float) -> None:
 
 
 def _average(log_wealth: FloatArray, axis: int = 0) -> FloatArray:
-    # Log of the mean wealth over the caps' processes along ``axis``; one process is itself.
-    k = log_wealth.shape[axis]
-    if k == 1:
-        single: FloatArray = np.take(log_wealth, 0, axis=axis)
-        return single
-    mean: FloatArray = np.logaddexp.reduce(log_wealth, axis=axis) - math.log(k)
+    # Log of the mean wealth over the caps' processes along ``axis`` (one process: itself,
+    # exactly, as a reduce over one element returns it and log(1) is 0).
+    mean: FloatArray = np.logaddexp.reduce(log_wealth, axis=axis) - math.log(log_wealth.shape[axis])
     return mean
 
 

@@ -27,8 +27,7 @@ from pipeline.errors import ConfigError, StackError
 from pipeline.secret_store import ensure_secret
 from pipeline.stack import kafka, mlflow_auth, reaper
 from pipeline.stack.mlflow_store import ensure_database
-from pipeline.stack.process import PidRecord, ProcessTable, require_free_port, tail
-from pipeline.stack.reaper import SERVICES
+from pipeline.stack.process import SERVICES, PidRecord, ProcessTable, require_free_port, tail
 from pipeline.stack.topics import ensure_topics
 
 

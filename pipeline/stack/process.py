@@ -20,6 +20,9 @@ from pathlib import Path
 
 from pipeline.errors import PortInUseError, StackError
 
+SERVICES = ("kafka", "clickhouse", "mlflow")
+"""The embedded stack's services, in start order; stopped in reverse."""
+
 
 @dataclass(frozen=True)
 class PidRecord:

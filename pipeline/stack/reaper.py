@@ -19,10 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.stack.process import ProcessTable, start_ticks
-
-SERVICES = ("kafka", "clickhouse", "mlflow")
-"""In start order; stopped in reverse."""
+from pipeline.stack.process import SERVICES, ProcessTable, start_ticks
 
 
 def tether(run_dir: Path, owner: int | None = None, poll_s: float = 1.0) -> subprocess.Popen[bytes]:

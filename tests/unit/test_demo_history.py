@@ -18,11 +18,12 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 
 def test_the_history_is_another_stream_of_the_same_segments() -> None:
     scen = scenario("drift", drift_at=10)
-    batches = history_batches(scen, seed=0, per_segment=50)
+    budgets = {s.key: s.token_budget for s in scen.segments}  # short: equal widths
+    batches = history_batches(scen, seed=0, per_segment=50, budgets=budgets)
     assert sorted(batches) == sorted(s.key for s in scen.segments)
     assert all(len(batch) == 50 for batch in batches.values())
-    again = history_batches(scen, seed=0, per_segment=50)
-    other = history_batches(scen, seed=1, per_segment=50)
+    again = history_batches(scen, seed=0, per_segment=50, budgets=budgets)
+    other = history_batches(scen, seed=1, per_segment=50, budgets=budgets)
     key = scen.segments[0].key
     assert (batches[key].tokens == again[key].tokens).all()  # seeded
     assert not (batches[key].tokens == other[key].tokens).all()
@@ -56,7 +57,8 @@ def test_the_history_is_cut_where_live_traffic_is(tmp_path: Path) -> None:
     spec = load_spec(SPEC)
     budgets = {s.key: spec.settings_for(s.key).token_budget for s in scen.segments}
     history = history_batches(scen, seed=0, per_segment=600, budgets=budgets)[key].full_tokens
-    own = history_batches(scen, seed=0, per_segment=600)[key].full_tokens
+    scenario_own = {s.key: s.token_budget for s in scen.segments}
+    own = history_batches(scen, seed=0, per_segment=600, budgets=scenario_own)[key].full_tokens
     se = np.hypot(live.std(), history.std()) / np.sqrt(600)
     assert abs(history.mean() - live.mean()) < 4 * se
     assert live.mean() - own.mean() > 10 * se  # the old cut: a different stream
