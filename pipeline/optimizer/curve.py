@@ -334,32 +334,29 @@ def evaluate(
     n = len(batch)
     if n == 0:
         return Curve.empty(values)
-    # Only checkpoints strictly before the end can cut a generation short.
-    eligible = (
-        batch.valid & (batch.tokens >= min_tokens) & (batch.tokens < batch.full_tokens[:, None])
-    )
-    rows = np.arange(n)
-    full_right = batch.full_correct
-    probes = _probes_so_far(batch, min_tokens)
-    bars = _bars(batch, np.asarray(values, dtype=np.float64), shape)
-    losses, gains, used = [], [], []
-    for j, theta in enumerate(values):
-        hit = eligible & (batch.confidence >= bars[:, :, j]) & (theta < 1.0)
-        stops = hit.any(axis=1)
-        first = hit.argmax(axis=1)
+    points = stop_points(batch, values, min_tokens, shape)
+    stops = points >= 0
+    rows = np.arange(n)[:, None]
+    first = np.maximum(points, 0)
+    full_right = batch.full_correct[:, None]
+    if batch.tokens.shape[1]:
         early_right = np.where(stops, batch.correct[rows, first], full_right)
-        losses.append(int(np.count_nonzero(full_right & ~early_right)))
-        gains.append(int(np.count_nonzero(~full_right & early_right)))
-        spent = int(np.where(stops, batch.tokens[rows, first], batch.full_tokens).sum())
-        if probes is not None and theta < 1.0:
-            spent += int(np.where(stops, probes[rows, first], probes[:, -1]).sum())
-        used.append(spent)
+        spent = np.where(stops, batch.tokens[rows, first], batch.full_tokens[:, None]).sum(axis=0)
+    else:
+        early_right = np.broadcast_to(full_right, points.shape)
+        spent = np.full(len(values), batch.full_tokens.sum(), dtype=np.int64)
+    probes = _probes_so_far(batch, min_tokens)
+    if probes is not None:
+        charged = np.where(stops, probes[rows, first], probes[:, -1][:, None]).sum(axis=0)
+        spent = spent + np.where(np.asarray(values) < 1.0, charged, 0)
+    losses = np.count_nonzero(full_right & ~early_right, axis=0)
+    gains = np.count_nonzero(~full_right & early_right, axis=0)
     return Curve(
         grid=values,
         n=n,
-        losses=np.array(losses, dtype=np.int64),
-        gains=np.array(gains, dtype=np.int64),
-        tokens_used=np.array(used, dtype=np.int64),
+        losses=losses.astype(np.int64),
+        gains=gains.astype(np.int64),
+        tokens_used=np.asarray(spent, dtype=np.int64),
         full_tokens=int(batch.full_tokens.sum()),
         budget_tokens=n * token_budget,
         full_correct=int(np.count_nonzero(full_right)),
@@ -385,13 +382,30 @@ def stop_points(
     1.0 or more never stops. With ``shape``, each threshold is that one-step schedule.
     """
     values = np.asarray(check_grid(grid), dtype=np.float64)
+    n, columns = batch.tokens.shape
     eligible = (
         batch.valid & (batch.tokens >= min_tokens) & (batch.tokens < batch.full_tokens[:, None])
     )
-    bars = _bars(batch, values, shape)
-    hit = eligible[:, :, None] & (batch.confidence[:, :, None] >= bars) & (values < 1.0)
-    first = hit.argmax(axis=1)
-    points: IntArray = np.where(hit.any(axis=1), first, -1).astype(np.int64)
+    # Bars rise with the candidate at every checkpoint, so the candidates a
+    # checkpoint's confidence clears are a prefix of the grid: count them (the
+    # comparisons are the rule's own, ``confidence >= bar``), never past the
+    # last candidate below 1.0.
+    live = int(np.count_nonzero(values < 1.0))
+    cleared = np.searchsorted(values, batch.confidence, side="right")
+    if shape is not None:
+        after = np.array([after_step(float(t), shape) for t in values], dtype=np.float64)
+        later = np.searchsorted(after, batch.confidence, side="right")
+        cleared = np.where(batch.tokens >= shape[0], later, cleared)
+    reach = np.where(eligible, np.minimum(cleared, live), 0)
+    # Candidate j stops at the first checkpoint whose running reach passes j:
+    # the number of checkpoints whose running reach is at most j (it never falls).
+    running = np.maximum.accumulate(reach, axis=1) if columns else reach
+    width = len(values) + 1
+    counts = np.bincount(
+        (np.arange(n)[:, None] * width + running).ravel(), minlength=n * width
+    ).reshape(n, width)
+    first = np.cumsum(counts, axis=1)[:, : len(values)]
+    points: IntArray = np.where(first < columns, first, -1).astype(np.int64)
     return points
 
 

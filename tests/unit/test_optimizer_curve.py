@@ -18,6 +18,7 @@ from pipeline.optimizer import (
     evaluate,
     trajectory_from_outcome,
 )
+from pipeline.optimizer.curve import after_step, request_losses, stop_points
 from schemas import Checkpoint, InferenceEvent, Outcome, Segment
 
 GRID = (0.0, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0)
@@ -190,3 +191,52 @@ def test_trajectory_from_a_labeled_exploration_outcome() -> None:
     assert row == Trajectory((16, 32), (0.4, 0.9), (False, True), True, 48)
     assert trajectory_from_outcome(_outcome(exploration=True, labeled=False)) is None
     assert trajectory_from_outcome(_outcome(exploration=False, labeled=True)) is None
+
+
+def _stop_points_one_candidate_at_a_time(
+    batch: ExplorationBatch,
+    grid: tuple[float, ...],
+    min_tokens: int,
+    shape: tuple[int, float] | None,
+) -> np.ndarray:
+    # The rule read literally, one candidate at a time: the first checkpoint from
+    # min_tokens on, before the end, whose confidence reaches the candidate's bar.
+    points = np.full((len(batch), len(grid)), -1, dtype=np.int64)
+    for j, theta in enumerate(grid):
+        if theta >= 1.0:
+            continue
+        for i in range(len(batch)):
+            for c in range(int(batch.length[i])):
+                tokens = int(batch.tokens[i, c])
+                if tokens < min_tokens or tokens >= batch.full_tokens[i]:
+                    continue
+                bar = theta
+                if shape is not None and tokens >= shape[0]:
+                    bar = after_step(theta, shape)
+                if batch.confidence[i, c] >= bar:
+                    points[i, j] = c
+                    break
+    return points
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(trajectories(), min_size=1, max_size=8),
+    st.integers(0, 60),
+    st.one_of(
+        st.none(),
+        st.tuples(st.integers(1, 120), st.sampled_from((0.0, 0.05, 0.2, 0.3, 0.6, 1.0))),
+    ),
+)
+def test_stop_points_are_the_rule_read_one_candidate_at_a_time(
+    rows: list[Trajectory], min_tokens: int, shape: tuple[int, float] | None
+) -> None:
+    # Confidences sit on the bars themselves (GRID values, and GRID - lower_by), so
+    # every tie of "confidence >= bar" is exercised, padding columns included.
+    batch = ExplorationBatch.from_trajectories(rows)
+    expected = _stop_points_one_candidate_at_a_time(batch, GRID, min_tokens, shape)
+    assert np.array_equal(stop_points(batch, GRID, min_tokens, shape), expected)
+    curve = evaluate(batch, GRID, min_tokens, 4096, shape)
+    signed = request_losses(batch, GRID, min_tokens, shape=shape)
+    assert (signed == 1).sum(axis=0).tolist() == curve.losses.tolist()
+    assert (signed == -1).sum(axis=0).tolist() == curve.gains.tolist()
