@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from pipeline.errors import PipelineError
+from pipeline.logrepeat import quiet_repeats
 
 app = typer.Typer(
     name="pipeline",
@@ -52,6 +53,9 @@ def main() -> None:
         err_console.print(f"error: PIPELINE_LOG_LEVEL={level!r} is not a log level (try INFO)")
         sys.exit(2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # A library that retries a lost connection logs each attempt: one line per kind
+    # per 30 s, with the count of the rest (aiokafka alone writes ~100/s per worker).
+    quiet_repeats()
     # Its connection errors are turned into one clear line by the warehouse client.
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
     logging.getLogger("urllib3").setLevel(logging.ERROR)
