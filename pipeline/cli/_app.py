@@ -54,7 +54,7 @@ def main() -> None:
         sys.exit(2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # A library that retries a lost connection logs each attempt: one line per kind
-    # per 30 s, with the count of the rest (aiokafka alone writes ~100/s per worker).
+    # per 30 s, with the count of the rest (aiokafka: thousands a second per worker).
     quiet_repeats()
     # Its connection errors are turned into one clear line by the warehouse client.
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)

@@ -42,15 +42,6 @@ def after_step(theta: float, shape: Shape) -> float:
     return max(round(theta - shape[1], 6), 0.0)
 
 
-def _bars(batch: ExplorationBatch, grid: FloatArray, shape: Shape | None) -> FloatArray:
-    """Per checkpoint (rows, columns) and candidate (last axis): the threshold it is held to."""
-    bars: FloatArray = np.broadcast_to(grid, (*batch.tokens.shape, len(grid)))
-    if shape is not None:
-        after = np.array([after_step(float(t), shape) for t in grid], dtype=np.float64)
-        bars = np.where((batch.tokens >= shape[0])[:, :, None], after, grid)
-    return bars
-
-
 @dataclass(frozen=True, slots=True)
 class Trajectory:
     """One exploration request.
@@ -399,7 +390,7 @@ def stop_points(
     reach = np.where(eligible, np.minimum(cleared, live), 0)
     # Candidate j stops at the first checkpoint whose running reach passes j:
     # the number of checkpoints whose running reach is at most j (it never falls).
-    running = np.maximum.accumulate(reach, axis=1) if columns else reach
+    running = np.maximum.accumulate(reach, axis=1)
     width = len(values) + 1
     counts = np.bincount(
         (np.arange(n)[:, None] * width + running).ravel(), minlength=n * width
